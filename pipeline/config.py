@@ -49,6 +49,7 @@ class DataConfig:
     source: Literal["synthetic", "musdb18hq", "musdb18"] = "synthetic"
     root: str | None = None  # the user's MUSDB18(-HQ) folder; unused for synthetic data
     sample_rate: int = num(44100, 8000, 192000)
+    cache_gb: float = num(4.0, 0.0)  # training audio held in memory up to this size, else read from disk
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
@@ -188,7 +189,8 @@ class Config:
             raise ConfigError(f"{self.params_file}: variants.{name}: no such variant (known: {known})")
         merged = merge(to_dict(self), self.variants[name])
         merged["variant"] = name
-        return build(merged, self.params_file)
+        # The base is valid, so an error here comes from the variant's overrides: name it so.
+        return build(merged, self.params_file, prefix=f"variants.{name}")
 
     def as_dict(self) -> dict:
         return to_dict(self)
@@ -248,8 +250,8 @@ def load(path: str | Path = DEFAULT_PARAMS) -> Config:
     return config
 
 
-def build(raw: dict, source: str) -> Config:
-    config = dataclasses.replace(_convert(Config, raw, "", source), params_file=source)
+def build(raw: dict, source: str, prefix: str = "") -> Config:
+    config = dataclasses.replace(_convert(Config, raw, prefix, source), params_file=source)
     _check_cross_fields(config)
     return config
 
@@ -341,5 +343,7 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"{src}: {name}model.bsrnn.heads: expected a divisor of model.bsrnn.n ({b.n}), got {b.heads}")
     if b.attention_heads and b.attention_dim < 1:
         raise ConfigError(f"{src}: {name}model.bsrnn.attention_dim: expected a value >= 1 when attention_heads > 0")
+    if config.train.epoch_items < config.train.batch_size:
+        raise ConfigError(f"{src}: {name}train.epoch_items: expected at least train.batch_size ({config.train.batch_size}) items")
     if config.train.gain_lo > config.train.gain_hi:
         raise ConfigError(f"{src}: {name}train.gain_lo: expected a value <= train.gain_hi ({config.train.gain_hi})")

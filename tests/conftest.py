@@ -1,0 +1,61 @@
+"""Shared fixtures: a small study folder (params + prepared synthetic data) built once per session."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A synthetic data set small enough for tests: every split present, songs long enough for SAD.
+SMALL_DATA = {"synthetic": {"train_songs": 4, "valid_songs": 2, "test_songs": 2, "song_s": 8.0}}
+
+
+def write_params(folder: Path, overrides: dict | None = None) -> Path:
+    """params.yaml of the repository, deep-merged with `overrides`, written into `folder`."""
+    from pipeline.config import merge
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = merge(params, {"data": SMALL_DATA, **(overrides or {})})
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def error_line(capsys) -> str:
+    """The one error line a failed command printed (progress bars may precede it on stderr)."""
+    lines = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("sepcost ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    return errors[0]
+
+
+@pytest.fixture(scope="session")
+def prepared_study(tmp_path_factory) -> Path:
+    """A study folder after `sepcost prepare` and `sepcost sad` on the small synthetic set."""
+    from pipeline.cli import main
+
+    folder = tmp_path_factory.mktemp("prepared")
+    write_params(folder)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        assert main(["prepare"]) == 0
+        assert main(["sad"]) == 0
+    finally:
+        os.chdir(cwd)
+    return folder
+
+
+@pytest.fixture
+def study(prepared_study, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the prepared study folder as the working directory."""
+    folder = tmp_path / "study"
+    shutil.copytree(prepared_study, folder)
+    monkeypatch.chdir(folder)
+    return folder
