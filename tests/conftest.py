@@ -59,3 +59,42 @@ def study(prepared_study, tmp_path, monkeypatch) -> Path:
     shutil.copytree(prepared_study, folder)
     monkeypatch.chdir(folder)
     return folder
+
+
+# A study small enough to train in seconds: tiny models, short epochs, one validation/test track.
+TINY = {
+    "model": {"bsrnn": {"n": 4, "r": 1}, "umx": {"hidden": 8}},
+    "train": {"chunk_s": 0.5, "epoch_items": 32, "max_epochs": 2, "patience": 5, "valid_tracks": 1},
+    "eval": {"segment_s": 4.0, "test_tracks": 1},
+}
+
+
+def run_in(folder: Path, argv: list[str]) -> int:
+    """`sepcost` in-process with `folder` as the working directory."""
+    from pipeline.cli import main
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        return main(argv)
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="session")
+def trained_study(prepared_study, tmp_path_factory) -> Path:
+    """The prepared study with the tiny params and `base` trained."""
+    folder = tmp_path_factory.mktemp("trained") / "study"
+    shutil.copytree(prepared_study, folder)
+    write_params(folder, TINY)
+    assert run_in(folder, ["train", "--variant", "base"]) == 0
+    return folder
+
+
+@pytest.fixture
+def trained(trained_study, tmp_path, monkeypatch) -> Path:
+    """A fresh copy of the trained study as the working directory (its MLflow store included)."""
+    folder = tmp_path / "study"
+    shutil.copytree(trained_study, folder)
+    monkeypatch.chdir(folder)
+    return folder
