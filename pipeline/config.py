@@ -84,6 +84,9 @@ class BsrnnConfig:
     band_split: Literal["target", "joint"] = "target"  # per-target recipe or the joint 57 bands
     conv_kernel: int = num(3, 1)  # BSCNN's dilated convolutions
     conv_dilations: int = num(4, 1)
+    # Training memory: the first `checkpoint_blocks` of the R blocks recompute their activations in
+    # backward instead of storing them (0 = none, >= r = all); same results, more compute.
+    checkpoint_blocks: int = num(0, 0)
 
 
 @dataclass(frozen=True)

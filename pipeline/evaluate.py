@@ -25,7 +25,7 @@ from pipeline.config import Config
 from pipeline.errors import UserError
 from pipeline.metrics import aggregate, score_track
 from pipeline.separate import separate
-from pipeline.train import load_models, pick_device
+from pipeline.train import load_models, pick_device, side_by_side
 
 BOUNDS = ("mixture", "oracle_irm")
 
@@ -72,14 +72,13 @@ def _test_tracks(cfg: Config, manifest: Manifest):
 def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device) -> dict:
     """Separate and score every test track; write per-track JSON and the data-set figures."""
     track_dir = paths.eval_tracks(name)
-    scores = {}
-    for track in tqdm(_test_tracks(cfg, manifest), desc=f"evaluate {name}", unit="track"):
+
+    def score(track) -> dict:
         stems = load_stems(manifest, track, ("mixture", *cfg.targets))
         references = np.stack([stems[t] for t in cfg.targets])
         estimates = estimate_fn(stems["mixture"], references)
         summary, frames = score_track(references, estimates, cfg.targets, manifest.sample_rate,
                                       backend=cfg.eval.bsseval, device=device)
-        scores[track.name] = summary
         store = museval.TrackStore(track.name, win=1.0, hop=1.0)
         for i, target in enumerate(cfg.targets):
             store.add_target(target, {m.upper(): frames[m][i] for m in ("sdr", "sir", "sar", "isr")})
@@ -87,6 +86,12 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device) 
         if cfg.eval.write_estimates:
             for target, audio in zip(cfg.targets, estimates):
                 write_wav(paths.estimates_dir(name) / track.name / f"{target}.wav", audio, manifest.sample_rate)
+        return summary
+
+    tracks = _test_tracks(cfg, manifest)
+    with side_by_side(len(tracks), torch.device(device)) as (pool, _):
+        summaries = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=f"evaluate {name}", unit="track"))
+    scores = {track.name: summary for track, summary in zip(tracks, summaries)}
     result = {"variant": name, "tracks": len(scores), **aggregate(scores, cfg.targets)}
     return result
 

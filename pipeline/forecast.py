@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 from pipeline import energy, paths, plan, tracking
-from pipeline.audio import load_manifest
+from pipeline.audio import load_manifest, write_json
 from pipeline.config import Config
 from pipeline.sampler import TrackStore
-from pipeline.train import make_slot, batches, load_validation_tracks, pick_device, train_step, validate
+from pipeline.train import load_validation_tracks, make_slot, pick_device, train_steps, validate
 
 
 def run(study: Config, variant: str, steps: int) -> dict:
@@ -23,8 +23,7 @@ def run(study: Config, variant: str, steps: int) -> dict:
     store = TrackStore(manifest, manifest.split("train"), cfg.data.cache_gb)
     slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(plan.separator_specs(cfg))]
     valid = load_validation_tracks(cfg, manifest)
-    loaders = [batches(slot, cfg, epoch=0) for slot in slots]
-    out = paths.model_dir(variant) / "forecast"
+    out = paths.forecast_dir(variant)
     out.mkdir(parents=True, exist_ok=True)
 
     tracking.configure(cfg.tracking)
@@ -32,13 +31,11 @@ def run(study: Config, variant: str, steps: int) -> dict:
         meter = energy.EnergyMeter(cfg.energy, out_dir=out, project_name=f"forecast@{variant}")
         mlrun.watch_energy(meter)  # what the forecast itself cost
         with meter:
-            for slot, loader in zip(slots, loaders):  # warm-up: first calls allocate and compile
-                train_step(slot, *next(loader), cfg, device, update=True)
+            # The models are trained side by side as in training; the first step of each (memory
+            # allocation, kernel selection) is left out of the measurement.
+            train_steps(slots, cfg, 0, device, 1, desc="warm-up")
             with meter.task("steps") as measured_steps:
-                for _ in range(steps):
-                    for slot, loader in zip(slots, loaders):
-                        slot.model.train()
-                        train_step(slot, *next(loader), cfg, device, update=True)
+                train_steps(slots, cfg, 1, device, steps, desc=f"{steps} measured steps")
             with meter.task("validation") as measured_validation:
                 validate([s.model for s in slots], valid, cfg, manifest.sample_rate, device)
 
@@ -55,6 +52,7 @@ def run(study: Config, variant: str, steps: int) -> dict:
                 result[f"forecast_{label}{key}"] = epochs * value
             result[f"forecast_{label}emissions_kg_co2e"] = epochs * per_epoch["energy_kwh_codecarbon"] * intensity / 1000
         mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+        write_json(out / "forecast.json", result)
 
     hours = result["forecast_duration_s"] / 3600
     print(f"forecast: {variant} on {device}: {result['step_s']:.3f} s per step of all models, "

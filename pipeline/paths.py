@@ -42,5 +42,10 @@ def eval_tracks(variant: str) -> Path:
     return METRICS / "eval" / variant
 
 
+def forecast_dir(variant: str) -> Path:
+    """`sepcost forecast` output: its prediction and the energy it measured (not a DVC stage)."""
+    return Path("forecasts") / variant
+
+
 def estimates_dir(variant: str) -> Path:
     return DATA / "estimates" / variant

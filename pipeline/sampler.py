@@ -13,6 +13,8 @@ number of workers.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import soundfile as sf
 import torch
@@ -37,7 +39,7 @@ class TrackStore:
         total_bytes = sum(t.frames for t in tracks) * manifest.channels * 2 * len(SOURCES)
         self.in_memory = total_bytes <= cache_gb * 1e9
         self._cache: dict[tuple[str, str], np.ndarray] = {}
-        self._files: dict[tuple[str, str], sf.SoundFile] = {}  # opened lazily, per worker process
+        self._local = threading.local()  # open files, per thread: models may be trained side by side
         if self.in_memory:
             for track in tracks:
                 for source in SOURCES:
@@ -52,10 +54,11 @@ class TrackStore:
             audio = self._cache[track, source][:, start : start + frames]
             audio = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
         else:
-            handle = self._files.get((track, source))
+            files = self._local.__dict__.setdefault("files", {})
+            handle = files.get((track, source))
             if handle is None:
                 path = self.manifest.stem_path(self.tracks[track], source)
-                handle = self._files[track, source] = sf.SoundFile(str(path))
+                handle = files[track, source] = sf.SoundFile(str(path))
             handle.seek(start)
             audio = handle.read(frames, dtype="float32", always_2d=True).T
         if audio.shape[1] < frames:

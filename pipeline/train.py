@@ -24,6 +24,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,22 +178,50 @@ def batches(slot: Slot, cfg: Config, epoch: int):
     return iter(loader)
 
 
-def _train_epoch(active: list[Slot], cfg: Config, epoch: int, device: torch.device) -> dict[str, float]:
-    """One epoch of the given models; returns the mean training loss of each, by its name."""
+@contextlib.contextmanager
+def side_by_side(count: int, device: torch.device):
+    """A thread pool for `count` independent models on the CPU, one intra-op thread each.
+
+    The models of a CPU-sized study are too small for torch's intra-op threads (a step takes as
+    long on one thread as on two), so independent models trained or run side by side in threads,
+    which torch's kernels let run in parallel, use the cores instead. On a GPU, one worker.
+    Results do not depend on the number of workers.
+    """
+    cores = os.cpu_count() or 1
+    workers = 1 if device.type != "cpu" else max(1, min(count, cores))
+    threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, cores // workers))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sepcost")
+    try:
+        yield pool, workers
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(threads)
+
+
+def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int, desc: str) -> dict[str, float]:
+    """`steps` steps of each model on its epoch's batches, the models side by side.
+
+    Returns the mean training loss of each model, by its name.
+    """
     train = cfg.train
-    loaders = [batches(slot, cfg, epoch) for slot in active]
-    steps = train.epoch_items // train.batch_size
-    losses = {id(s): [] for s in active}
-    bar = tqdm(total=steps * len(active), desc=f"epoch {epoch + 1}/{train.max_epochs}", unit="step", leave=False)
-    for step in range(steps):
-        update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
-        for slot, loader in zip(active, loaders):
-            slot.model.train()
-            losses[id(slot)].append(train_step(slot, *next(loader), cfg, device, update))
+    bar = tqdm(total=steps * len(active), desc=desc, unit="step", leave=False)
+
+    def run(slot: Slot) -> float:
+        slot.model.train()
+        loader = batches(slot, cfg, epoch)
+        losses = []
+        for step in range(steps):
+            update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
+            losses.append(train_step(slot, *next(loader), cfg, device, update))
             bar.update()
-        bar.set_postfix(loss=f"{np.mean([v[-1] for v in losses.values()]):.4f}")
+        return float(np.mean(losses))
+
+    with side_by_side(len(active), device) as (pool, _):
+        losses = list(pool.map(run, active))
     bar.close()
-    return {_slot_name(s): float(np.mean(losses[id(s)])) for s in active}
+    return {_slot_name(s): loss for s, loss in zip(active, losses)}
 
 
 @torch.no_grad()
@@ -204,15 +233,21 @@ def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, de
     """
     targets = [t for m in models for t in m.spec["targets"]]
     owner = [m for m in models for _ in m.spec["targets"]]
-    scores = {f"valid_usdr_{t}": [] for t in targets} | {f"valid_loss_{t}": [] for t in targets}
-    for track in tqdm(tracks, desc=desc, unit="track", leave=False):
+
+    def score(track: dict) -> dict:
         estimates = separate(models, torch.from_numpy(track["mixture"]), cfg.eval, sample_rate, device)
         reference = torch.from_numpy(np.stack([track[t] for t in targets]))
+        out = {}
         for i, (t, value) in enumerate(zip(targets, usdr(reference, estimates))):
-            scores[f"valid_usdr_{t}"].append(float(value))
             est, ref = estimates[None, i : i + 1], reference[None, i : i + 1]
             spec = owner[i].stft(est) if cfg.train.loss != "t" else None
-            scores[f"valid_loss_{t}"].append(float(loss_fn(cfg.train.loss, owner[i], est, spec, ref)))
+            out[f"valid_usdr_{t}"] = float(value)
+            out[f"valid_loss_{t}"] = float(loss_fn(cfg.train.loss, owner[i], est, spec, ref))
+        return out
+
+    with side_by_side(len(tracks), torch.device(device)) as (pool, _):
+        per_track = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=desc, unit="track", leave=False))
+    scores = {k: [row[k] for row in per_track] for k in per_track[0]}
     result = {k: float(np.mean(v)) for k, v in scores.items()}
     result["valid_loss"] = float(np.mean([result[f"valid_loss_{t}"] for t in targets]))
     return result
@@ -361,7 +396,8 @@ def _epoch(slots, cfg, epoch, device, valid, sample_rate, meter, history) -> dic
     started = time.perf_counter()
     active = [s for s in slots if not s.stopped]
     with meter.task(f"epoch {epoch + 1}") as task:
-        losses = _train_epoch(active, cfg, epoch, device)
+        steps = cfg.train.epoch_items // cfg.train.batch_size
+        losses = train_steps(active, cfg, epoch, device, steps, desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}")
         scores = validate([s.model for s in active], valid, cfg, sample_rate, device)
     row = {"epoch": epoch + 1, "train_loss": float(np.mean(list(losses.values())))}
     row.update({f"train_loss_{name}": value for name, value in losses.items()})

@@ -66,6 +66,7 @@ TINY = {
     "model": {"bsrnn": {"n": 4, "r": 1}, "umx": {"hidden": 8}},
     "train": {"chunk_s": 0.5, "epoch_items": 32, "max_epochs": 2, "patience": 5, "valid_tracks": 1},
     "eval": {"segment_s": 4.0, "test_tracks": 1},
+    "variants": {"base": {"train": {"epoch_items": 32, "max_epochs": 2}}},
 }
 
 

@@ -1,0 +1,362 @@
+"""`sepcost report` on a small study: metrics of a few variants (one trained but not evaluated, the
+others not run), their histories, the published figures, and a real MLflow SQLite store whose runs
+were made through `pipeline.tracking` (finished, failed, killed, forecast; current and superseded)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, paths, report, tracking
+from pipeline.energy import ENERGY_KEYS
+from pipeline.errors import UserError
+from tests.conftest import REPO, error_line, write_params
+
+TARGETS = ("vocals", "bass", "drums", "other")
+EXPERIMENT = "report-test"
+EVALUATED = ("base", "large", "optimized_tac", "umx")
+TRAINED_ONLY = ("stft_4096",)
+
+
+class FakeMeter:
+    """Stands in for `pipeline.energy.EnergyMeter` with exact, known energy."""
+
+    def __init__(self, kwh_cc: float, kwh_ga: float, duration_s: float = 60.0):
+        self.hardware = {"cpu_model": "test CPU", "gpu_model": "none"}
+        self.methods = {"codecarbon": "ok", "cpu": "cpu_load", "gpu": "none", "ram": "constant"}
+        self._totals = {k: 0.0 for k in ENERGY_KEYS}
+        self._totals.update({
+            "energy_kwh_codecarbon": kwh_cc, "energy_kwh_green_algorithms": kwh_ga,
+            "emissions_kg_co2e": kwh_cc * 0.05, "ga_emissions_kg_co2e": kwh_ga * 0.05, "duration_s": duration_s,
+            "cpu_kwh": kwh_cc * 0.7, "ram_kwh": kwh_cc * 0.3, "ga_cpu_kwh": kwh_ga * 0.8, "ga_ram_kwh": kwh_ga * 0.2,
+        })
+
+    def totals(self) -> dict:
+        return dict(self._totals)
+
+    def run_totals(self) -> dict:
+        return dict(self._totals)
+
+    def ga_inputs(self) -> dict:
+        return {}
+
+    def files(self) -> list:
+        return []
+
+
+def mlflow_run(cfg, stage: str, kwh: tuple[float, float], prefix: str = "", outcome: BaseException | None = None,
+               run_id: str | None = None, run_name: str | None = None) -> str:
+    """One run through the real tracking module; returns its id."""
+    try:
+        with tracking.run(cfg, stage, run_id=run_id, run_name=run_name) as tracked:
+            tracked.watch_energy(FakeMeter(*kwh), prefix=prefix)
+            if outcome is not None:
+                raise outcome
+    except (RuntimeError, KeyboardInterrupt):
+        pass
+    return tracked.run_id
+
+
+def train_metrics(variant: str, i: int, run_id: str, kwh: tuple[float, float]) -> dict:
+    out = {"variant": variant, "epochs": 4 + i, "params": 20000 * (i + 1), "params_m": 0.02 * (i + 1),
+           "best_epoch": 3 + i}
+    for j, t in enumerate(TARGETS):
+        out[f"best_epoch_{t}"] = 3 + i
+        out[f"valid_usdr_{t}"] = 1.0 + 0.5 * i + 0.3 * j
+    out["valid_usdr_avg"] = sum(out[f"valid_usdr_{t}"] for t in TARGETS) / 4
+    cc, ga = kwh
+    out.update({"energy_kwh_codecarbon": cc, "energy_kwh_green_algorithms": ga, "emissions_kg_co2e": cc * 0.05,
+                "duration_s": 600.0 * (i + 1), "cpu_kwh": cc * 0.7, "gpu_kwh": 0.0, "ram_kwh": cc * 0.3,
+                "ga_cpu_kwh": ga * 0.8, "ga_gpu_kwh": 0.0, "ga_ram_kwh": ga * 0.2,
+                "energy_methods": {"codecarbon": "ok", "cpu": "cpu_load", "gpu": "none", "ram": "constant",
+                                   "pue": 1.0, "carbon_intensity_g_per_kwh": 50.0,
+                                   "carbon_intensity_source": "codecarbon: FRA", "ga_tdp_source": "tdp.csv"},
+                "mlflow_run_id": run_id})
+    return out
+
+
+def eval_metrics(variant: str, level: float, run_id: str) -> dict:
+    out = {"variant": variant, "tracks": 2}
+    for j, t in enumerate(TARGETS):
+        for k, key in enumerate(("usdr", "csdr", "sir", "sar", "isr")):
+            out[f"{key}_{t}"] = level + 0.4 * j + 0.2 * k
+    for key in ("usdr", "csdr", "sir", "sar", "isr"):
+        out[f"{key}_avg"] = sum(out[f"{key}_{t}"] for t in TARGETS) / 4
+    out.update({"eval_energy_kwh_codecarbon": 0.001, "eval_energy_kwh_green_algorithms": 0.0012,
+                "eval_emissions_kg_co2e": 0.00005, "eval_duration_s": 30.0, "mlflow_run_id": run_id})
+    return out
+
+
+def write_history(variant: str, i: int) -> None:
+    path = paths.train_history(variant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", "train_loss", "valid_loss", "valid_usdr_avg", *[f"valid_usdr_{t}" for t in TARGETS], "lr",
+               "epoch_s", "epoch_energy_kwh_codecarbon", "epoch_energy_kwh_green_algorithms"]
+    lines = ["\t".join(columns)]
+    for epoch in range(1, 5 + i):
+        usdr = 1.0 + 0.5 * i + math.log(epoch)
+        values = [epoch, 1.0 / epoch + 0.1 * i, 1.1 / epoch + 0.1 * i, usdr, *[usdr + 0.1 * j for j in range(4)],
+                  0.003, 10.0, 0.001, 0.0012]
+        lines.append("\t".join(str(v) for v in values))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def copy_reference(folder: Path) -> None:
+    target = folder / paths.REFERENCE
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("paper_validation.csv", "paper_test.csv"):
+        shutil.copy(REPO / "reports" / "reference" / name, target / name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The fixture study, reported once; yields (folder, cfg, summary, expected ledger)."""
+    folder = tmp_path_factory.mktemp("report")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        cfg = config.load(write_params(folder, {"tracking": {"experiment": EXPERIMENT}}))
+        tracking.configure(cfg.tracking)  # this folder's store, whatever an earlier test resolved
+        copy_reference(folder)
+        runs: list[tuple[str, float, float, bool]] = []  # id, kWh CC, kWh GA, current
+
+        def track(variant, stage, kwh, current, **kw):
+            base = cfg if variant in report.BOUNDS or variant is None else cfg.resolve(variant)
+            run_id = mlflow_run(base, stage, kwh, **kw)
+            if kw.get("run_id") is None:
+                runs.append((run_id, *kwh, current))
+            else:  # a reopened run: its energy adds to the same row of the ledger
+                k = [r[0] for r in runs].index(run_id)
+                runs[k] = (run_id, runs[k][1] + kwh[0], runs[k][2] + kwh[1], runs[k][3])
+            return run_id
+
+        track("base", "train@base", (0.010, 0.012), False)  # superseded by the next one
+        track("large", "train@large", (0.005, 0.006), False, outcome=RuntimeError("out of memory"))
+        track("umx", "train@umx", (0.001, 0.002), False, outcome=KeyboardInterrupt())
+        track("base", "forecast@base", (0.0005, 0.0006), False, prefix="forecast_run_")
+        for i, v in enumerate((*EVALUATED, *TRAINED_ONLY)):
+            kwh = (0.02 * (i + 1), 0.025 * (i + 1))
+            run_id = track(v, f"train@{v}", kwh, True)
+            write_json(paths.train_metrics(v), train_metrics(v, i, run_id, kwh))
+            write_history(v, i)
+            if v in EVALUATED:
+                track(v, f"evaluate@{v}", (0.001, 0.0012), True, prefix="eval_", run_id=run_id)
+                write_json(paths.eval_metrics(v), eval_metrics(v, 2.0 + i, run_id))
+        for b, level in (("mixture", -3.0), ("oracle_irm", 12.0)):
+            run_id = track(b, f"evaluate@{b}", (0.0004, 0.0005), True, prefix="eval_", run_name=b)
+            write_json(paths.eval_metrics(b), eval_metrics(b, level, run_id))
+
+        summary = report.run(cfg)
+        yield folder, cfg, summary, runs
+    finally:
+        os.chdir(cwd)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_variant_row_in_every_format(built):
+    folder, cfg, summary, _ = built
+    tables = folder / "reports" / "tables"
+    rows = read_csv(tables / "study.csv")
+    assert [r["variant"] for r in rows] == [*cfg.variants, *report.BOUNDS]
+    assert summary["rows"] == len(cfg.variants) + len(report.BOUNDS)
+    status = {r["variant"]: r["status"] for r in rows}
+    assert all(status[v] == "ok" for v in EVALUATED)
+    assert status["stft_4096"] == "not evaluated"
+    assert status["accum_grad"] == "not run" and status["tac_prelu"] == "not run"
+    assert status["mixture"] == status["oracle_irm"] == "reference"
+    assert sorted(summary["not_run"]) == sorted(set(cfg.variants) - set(EVALUATED) - set(TRAINED_ONLY))
+    md, tex = (tables / "study.md").read_text(), (tables / "study.tex").read_text()
+    for v in [*cfg.variants, *report.BOUNDS]:
+        assert re.search(rf"^\| {re.escape(v)} \|", md, re.M), v
+        assert re.search(rf"^{re.escape(v.replace('_', chr(92) + '_'))} &", tex, re.M), v
+    md_rows = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert all(line.count("|") == md_rows[0].count("|") for line in md_rows)
+    assert "not run" in md and "\\begin{tabular}" in tex and "\\bottomrule" in tex
+    # every LaTeX row has as many cells as the table has columns
+    n_cols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1))
+    body = tex.split("\\midrule", 1)[1].split("\\bottomrule")[0]
+    for line in body.splitlines():
+        if line.strip().endswith("\\\\"):
+            assert line.count(" & ") == n_cols - 1, line
+
+
+def test_measured_values_and_published_columns(built):
+    folder, *_ = built
+    rows = {r["variant"]: r for r in read_csv(folder / "reports" / "tables" / "study.csv")}
+    published = {r["variant"]: r for r in read_csv(folder / paths.REFERENCE / "paper_validation.csv")}
+    base = rows["base"]
+    assert float(base["valid_usdr_avg"]) == pytest.approx(1.45)
+    assert float(base["test_usdr_avg"]) == pytest.approx(2.6)
+    assert float(base["test_csdr_vocals"]) == pytest.approx(2.2)
+    assert float(base["kwh_codecarbon"]) == pytest.approx(0.02)
+    assert float(base["train_duration_s"]) == pytest.approx(600.0)
+    for v, row in rows.items():
+        if v in published:  # the published figures, whether the variant ran or not
+            assert float(row["paper_valid_usdr_avg"]) == pytest.approx(float(published[v]["avg_usdr"]))
+            assert float(row["paper_kwh_codecarbon"]) == pytest.approx(float(published[v]["kwh_codecarbon"]))
+            assert float(row["paper_kwh_green_algorithms"]) == pytest.approx(
+                float(published[v]["kwh_green_algorithms"]))
+            assert row["paper_params_m"] != ""  # a blank in the paper means "same as base"
+    assert float(rows["accum_grad"]["paper_params_m"]) == pytest.approx(32.3)
+    assert float(base["diff_valid_usdr_avg"]) == pytest.approx(1.45 - 7.1)
+    assert float(base["diff_kwh_green_algorithms"]) == pytest.approx(0.025 - 168)
+    assert rows["accum_grad"]["diff_valid_usdr_avg"] == ""  # not run: no difference
+    assert rows["umx"]["paper_valid_usdr_avg"] == ""  # no published validation row
+    assert "cpu=cpu_load" in base["energy_methods"]
+
+
+def test_test_set_comparison(built):
+    folder, *_ = built
+    tables = folder / "reports" / "tables"
+    rows = {r["system"]: r for r in read_csv(tables / "test.csv")}
+    assert float(rows["bsrnn_original"]["csdr_avg"]) == pytest.approx(8.24)
+    assert float(rows["bsrnn_original"]["usdr_avg"]) == pytest.approx(7.94)
+    assert float(rows["umxhq"]["csdr_avg"]) == pytest.approx(5.41) and rows["umxhq"]["usdr_avg"] == ""
+    assert "replication_large_patience30" in rows
+    for v in ("base", "large", "optimized_tac", "umx"):
+        assert rows[v]["source"] == "this study" and rows[v]["csdr_avg"] != ""
+    assert "not run" in rows["large_patience30"]["source"]
+    for fmt in ("md", "tex"):
+        assert "bsrnn" in (tables / f"test.{fmt}").read_text()
+
+
+def test_ledger_totals_and_superseded_energy(built):
+    folder, _, summary, runs = built
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    assert ledger["runs"] == len(runs) == 11
+    assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
+    assert ledger["kwh_codecarbon"] == pytest.approx(sum(r[1] for r in runs))
+    assert ledger["kwh_green_algorithms"] == pytest.approx(sum(r[2] for r in runs))
+    stale = [r for r in runs if not r[3]]
+    assert ledger["not_current"]["runs"] == 4
+    assert ledger["not_current"]["kwh_codecarbon"] == pytest.approx(0.010 + 0.005 + 0.001 + 0.0005)
+    assert ledger["not_current"]["kwh_green_algorithms"] == pytest.approx(sum(r[2] for r in stale))
+    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(sum(r[1] for r in runs if r[3]))
+    categories = ledger["categories"]
+    assert categories["superseded"]["kwh_codecarbon"] == pytest.approx(0.010)
+    assert categories["failed"]["kwh_codecarbon"] == pytest.approx(0.005)
+    assert categories["killed"]["kwh_green_algorithms"] == pytest.approx(0.002)
+    assert categories["other"]["runs"] == 1  # the forecast
+    assert sum(c["runs"] for c in categories.values()) == ledger["runs"]
+    assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)
+    assert summary["ledger"]["kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
+    rows = {r["key"]: r for r in read_csv(folder / "reports" / "tables" / "ledger.csv")}
+    assert int(rows["all"]["runs"]) == 11 and int(rows["not_current"]["runs"]) == 4
+    assert "not current" in (folder / "reports" / "tables" / "ledger.md").read_text()
+    per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
+    assert len(per_run) == 11 and sum(r["category"] == "current" for r in per_run) == 7
+
+
+def test_figures_are_valid_pngs_at_column_width(built):
+    from matplotlib.image import imread
+
+    folder, _, summary, _ = built
+    figures = folder / "reports" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(f"{n}.png" for n in report.FIGURES)
+    for path in figures.iterdir():
+        image = imread(path)
+        height, width = image.shape[:2]
+        assert width == round(report.COLUMN_WIDTH_IN * report.DPI), path.name  # 3.4 in at 300 dpi
+        assert 0.3 * width < height < 2.5 * width, path.name
+        assert image[..., :3].std() > 0.05, path.name  # not blank
+    assert sorted(summary["figures"]) == sorted(str(Path("reports/figures") / f"{n}.png") for n in report.FIGURES)
+
+
+def test_index_is_self_contained(built):
+    folder, cfg, *_ = built
+    page = (folder / "reports" / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(report.FIGURES)
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", page)  # nothing fetched from elsewhere
+    assert "<link" not in page and "@import" not in page
+    for v in [*cfg.variants, *report.BOUNDS]:
+        assert f">{v}<" in page, v
+    assert "cpu_load" in page and "CodeCarbon" in page  # how energy was measured
+    assert "household-years" in page
+    assert not any(p.name.startswith(".report-") for p in (folder / "reports").iterdir())
+
+
+def test_pareto_front():
+    points = [(1.0, 2.0), (2.0, 1.0), (3.0, 4.0), (0.5, 0.0), (3.0, 3.0), (5.0, 4.0)]
+    assert report.pareto_front(points) == [3, 0, 2]
+
+
+@pytest.fixture
+def metrics_only(tmp_path, monkeypatch):
+    """A study folder with two variants' metrics and no MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(write_params(tmp_path, {"tracking": {"experiment": "report-empty"}}))
+    tracking.configure(cfg.tracking)
+    copy_reference(tmp_path)
+    write_json(paths.train_metrics("base"), train_metrics("base", 0, "0" * 32, (0.02, 0.03)))
+    write_json(paths.eval_metrics("base"), eval_metrics("base", 2.0, "0" * 32))
+    write_json(paths.eval_metrics("mixture"), eval_metrics("mixture", -3.0, "1" * 32))
+    return tmp_path, cfg
+
+
+def test_empty_store_gives_a_ledger_of_zero_runs(metrics_only, capsys):
+    folder, cfg = metrics_only
+    summary = report.run(cfg)
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    assert ledger["runs"] == 0 and ledger["kwh_codecarbon"] == 0.0 and summary["ledger"]["runs"] == 0
+    assert not (folder / "mlflow.db").exists()  # reading an absent store does not create one
+    assert (folder / "reports" / "index.html").is_file()
+    rows = {r["variant"]: r["status"] for r in read_csv(folder / "reports" / "tables" / "study.csv")}
+    assert rows["base"] == "ok" and rows["large"] == "not run" and rows["oracle_irm"] == "not run"
+    assert "0 runs" in capsys.readouterr().out
+
+
+def test_no_metrics_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(write_params(tmp_path))
+    with pytest.raises(UserError, match=r"metrics/.*run the pipeline first"):
+        report.run(cfg)
+    assert not (tmp_path / "reports" / "index.html").exists()
+
+
+def test_cli_reports_no_metrics_in_one_line(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["report"]) != 0
+    assert "run the pipeline first" in error_line(capsys)
+
+
+def test_a_failed_report_leaves_the_previous_one(metrics_only, monkeypatch):
+    folder, cfg = metrics_only
+    report.run(cfg)
+    index = folder / "reports" / "index.html"
+    before = index.read_bytes()
+    tables = sorted(p.name for p in (folder / "reports" / "tables").iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(report, "fig_training_curves", broken)
+    with pytest.raises(RuntimeError):
+        report.run(cfg)
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in (folder / "reports" / "tables").iterdir()) == tables
+    assert not any(p.name.startswith(".report-") for p in (folder / "reports").iterdir())
+
+
+def test_malformed_metrics_name_the_file(metrics_only):
+    folder, cfg = metrics_only
+    paths.train_metrics("large").write_text("{not json")
+    with pytest.raises(UserError, match=re.escape(str(paths.train_metrics("large")))):
+        report.run(cfg)
