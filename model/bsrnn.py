@@ -89,61 +89,65 @@ class BandSplit(nn.Module):
 
 
 class _BandMLP(torch.autograd.Function):
-    """tanh(tanh(x_k W1_k + b1_k) W2_k + b2_k) for every band k, with a hand-written backward.
+    """The masker's three per-band layers, tanh(tanh(x_k W1_k + b1_k) W2_k + b2_k) W3_k + b3_k,
+    with a hand-written backward.
 
     The two mu N-wide layers are the bulk of the masker (41 x 1036 x 256 activations per layer at
-    paper size). On CPU a loop of per-band GEMMs writing into one preallocated tensor beats
-    `torch.bmm`, and the backward reuses the saved activations' memory for the tanh derivatives
-    instead of allocating (page-faulting) fresh 40 MB tensors at every step. The saved activations,
-    the returned tensor included, are overwritten by the backward: it is private to Masker, whose
-    only use of the output precedes the backward, and its backward runs once (no retain_graph).
-    x (bands, M, N), w1 (bands, N, H), b1 (bands, H), w2 (bands, H, H), b2 (bands, H) -> (bands, M, H).
+    paper size) and are GEMM-bound. What this saves over autograd is memory traffic: the tanh are
+    applied in place, the backward writes the last layer's input gradient run by run into one tensor
+    (no concatenation) and reuses the saved activations' memory for the tanh derivatives instead of
+    allocating (page-faulting) fresh 40 MB tensors at every step. The saved activations are
+    overwritten by the backward, which therefore runs once (no retain_graph / double backward).
+    x (bands, M, N), w1 (bands, N, H), b1 (bands, H), w2 (bands, H, H), b2 (bands, H), then for each
+    run of c bands of equal width w3 (c, H, D), b3 (c, D) -> one (c, M, D) output per run.
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):
-        k, m, _ = x.shape
-        h = w2.shape[-1]
-        h1 = x.new_empty(k, m, h)
-        h2 = x.new_empty(k, m, h)
-        for i in range(k):
-            torch.addmm(b1[i], x[i], w1[i], out=h1[i])
-        h1.tanh_()
-        for i in range(k):
-            torch.addmm(b2[i], h1[i], w2[i], out=h2[i])
-        h2.tanh_()
-        ctx.save_for_backward(x, w1, w2, h1, h2)
+    def forward(ctx, x, w1, b1, w2, b2, *last):
+        h1 = torch.baddbmm(b1.unsqueeze(1), x, w1).tanh_()
+        h2 = torch.baddbmm(b2.unsqueeze(1), h1, w2).tanh_()
+        w3s, b3s = last[0::2], last[1::2]
+        parts = h2.split([w.shape[0] for w in w3s])
+        outs = tuple(torch.baddbmm(b.unsqueeze(1), p, w) for p, w, b in zip(parts, w3s, b3s))
+        ctx.save_for_backward(x, w1, w2, h1, h2, *w3s)
         ctx.used = False
-        return h2
+        return outs
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, *grads):
         if ctx.used:
             raise RuntimeError("the masker's backward runs once (no retain_graph)")
         ctx.used = True
-        x, w1, w2, h1, h2 = ctx.saved_tensors
-        k = x.shape[0]
-        d2 = h2.mul_(h2).neg_().add_(1.0).mul_(grad)  # d/d(pre-activation), in h2's memory
-        gw2, gw1, gx = torch.empty_like(w2), torch.empty_like(w1), torch.empty_like(x)
-        g1 = torch.empty_like(h1)
-        for i in range(k):
-            torch.mm(h1[i].t(), d2[i], out=gw2[i])
-            torch.mm(d2[i], w2[i].t(), out=g1[i])
+        x, w1, w2, h1, h2, *w3s = ctx.saved_tensors
+        g2 = torch.empty_like(h2)
+        last, start = [], 0
+        for w3, gy in zip(w3s, grads):
+            c = w3.shape[0]
+            last += [torch.bmm(h2[start:start + c].transpose(1, 2), gy), gy.sum(1)]
+            torch.bmm(gy, w3.transpose(1, 2), out=g2[start:start + c])
+            start += c
+        d2 = h2.mul_(h2).neg_().add_(1.0).mul_(g2)  # gradient of the pre-activation, in h2's memory
+        gw2 = torch.bmm(h1.transpose(1, 2), d2)
+        g1 = torch.bmm(d2, w2.transpose(1, 2), out=g2)  # g2 is no longer needed
         gb2 = d2.sum(1)
         d1 = h1.mul_(h1).neg_().add_(1.0).mul_(g1)  # in h1's memory
-        del g1
-        for i in range(k):
-            torch.mm(x[i].t(), d1[i], out=gw1[i])
-            torch.mm(d1[i], w1[i].t(), out=gx[i])
-        return gx, gw1, d1.sum(1), gw2, gb2
+        gw1 = torch.bmm(x.transpose(1, 2), d1)
+        gx = torch.bmm(d1, w1.transpose(1, 2))
+        return (gx, gw1, d1.sum(1), gw2, gb2, *last)
 
 
-def _band_mlp(x, w1, b1, w2, b2):
-    fast = x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
-    if fast and not torch.jit.is_scripting():
-        return _BandMLP.apply(x.contiguous(), w1, b1, w2, b2)
-    h = torch.tanh(torch.baddbmm(b1.unsqueeze(1), x, w1))  # elsewhere (GPU, autocast) bmm is the fast way
-    return torch.tanh(torch.baddbmm(b2.unsqueeze(1), h, w2))
+def _band_mlp(x, w1, b1, w2, b2, w3s, b3s, fused: bool | None = None) -> list[torch.Tensor]:
+    """The masker's layers; `fused` (default: on CPU in float32 without autocast) picks _BandMLP."""
+    last = [t for pair in zip(w3s, b3s) for t in pair]
+    if fused is None:
+        fused = x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+    if fused:
+        return list(_BandMLP.apply(x.contiguous(), w1, b1, w2, b2, *last))
+    # elsewhere (GPU, autocast) batched matmuls are the fast way
+    h = torch.tanh(torch.baddbmm(b1.unsqueeze(1), x, w1))
+    h = torch.tanh(torch.baddbmm(b2.unsqueeze(1), h, w2))
+    parts = h.split([w.shape[0] for w in w3s])
+    return [torch.baddbmm(b.unsqueeze(1), p, w) for p, w, b in zip(parts, w3s, b3s)]
 
 
 class Masker(nn.Module):
@@ -168,11 +172,9 @@ class Masker(nn.Module):
         x = F.layer_norm(x, (frames, n), eps=self.eps)  # GroupNorm(1, N) statistics per band
         w1 = self.norm_weight.unsqueeze(-1) * self.w1
         b1 = self.b1 + torch.bmm(self.norm_bias.unsqueeze(1), self.w1).squeeze(1)
-        h = _band_mlp(x.reshape(k, rows * frames, n), w1, b1, self.w2, self.b2)
+        ys = _band_mlp(x.reshape(k, rows * frames, n), w1, b1, self.w2, self.b2, list(self.w3), list(self.b3))
         out = []
-        # split, not slicing: its backward concatenates the gradients instead of zero-filling per run
-        for i, ((_, w, count), hr) in enumerate(zip(self.runs, h.split([c for _, _, c in self.runs]))):
-            y = torch.baddbmm(self.b3[i].unsqueeze(1), hr, self.w3[i])
+        for (_, w, count), y in zip(self.runs, ys):
             y = y.view(count, rows, frames, 2, self.packed, w, 2)
             m = y[:, :, :, 0] * torch.sigmoid(y[:, :, :, 1])  # GLU: (count, rows, frames, packed, w, 2)
             out.append(m.permute(1, 3, 0, 4, 2, 5).reshape(rows, self.packed, count * w, frames, 2))
@@ -189,7 +191,7 @@ class DilatedConv(nn.Module):
     1x1 conv), then a 1x1 conv from the D unit outputs concatenated back to N. With the enclosing
     layer's GroupNorm: (3 + 5D) N^2 + (4 + 4D) N parameters; at k=3, D=4, N=64 that is 95,488 per
     layer, so four per-target models with the joint 57-band split and R=8 have 29,705,504 (published
-    29.7 M). The receptive field is 1 + (k-1)(1 + 2^D - 1) steps (33 for k=3, D=4).
+    29.7 M). The receptive field is 1 + (k-1) 2^D steps (33 for k=3, D=4).
     """
 
     def __init__(self, n: int, kernel: int, dilations: int):
@@ -392,7 +394,7 @@ class BSRNN(nn.Module):
     checkpoint_blocks: in training, the first `checkpoint_blocks` of the R blocks keep only their
     input and recompute their activations during backward. Each block stores about two BLSTMs'
     workspaces (0.77 GB at N=64, batch 2 x 3 s stereo), so this trades one extra forward of those
-    blocks (about +5 % step time per block at paper base size) for memory; results are unchanged.
+    blocks (about +3 % step time per block at paper base size) for memory; results are unchanged.
     """
 
     def __init__(self, targets: list[str], sample_rate: int = 44100, n_fft: int = 2048, hop: int = 512,

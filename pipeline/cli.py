@@ -11,6 +11,9 @@ import sys
 
 # CodeCarbon logs even at level warning unless this is set before it is imported.
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+# Progress bars redraw ten times a second; in a log file (no terminal) one line every 30 s is enough.
+if not sys.stderr.isatty():
+    os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 from pipeline import config as config_module  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402

@@ -48,11 +48,14 @@ class TrackStore:
                     audio, _ = sf.read(str(path), dtype="int16" if pcm16 else "float32", always_2d=True)
                     self._cache[track.name, source] = np.ascontiguousarray(audio.T)
 
-    def read(self, track: str, source: str, start: int, frames: int) -> np.ndarray:
-        """float32 (channels, frames), zero-padded past the end of the track."""
+    def read(self, track: str, source: str, start: int, out: np.ndarray, gain: float = 1.0) -> None:
+        """Write `gain` x the excerpt from `start` into `out` (channels, frames) float32, zero-padded
+        past the end of the track; one pass over the data, no temporary copies."""
+        frames = out.shape[1]
         if self.in_memory:
             audio = self._cache[track, source][:, start : start + frames]
-            audio = audio.astype(np.float32) / 32768.0 if audio.dtype == np.int16 else audio.astype(np.float32)
+            if audio.dtype == np.int16:
+                gain /= 32768.0
         else:
             files = self._local.__dict__.setdefault("files", {})
             handle = files.get((track, source))
@@ -61,9 +64,13 @@ class TrackStore:
                 handle = files[track, source] = sf.SoundFile(str(path))
             handle.seek(start)
             audio = handle.read(frames, dtype="float32", always_2d=True).T
-        if audio.shape[1] < frames:
-            audio = np.pad(audio, ((0, 0), (0, frames - audio.shape[1])))
-        return audio
+        n = audio.shape[1]
+        np.multiply(audio, np.float32(gain), out=out[:, :n], casting="unsafe")
+        out[:, n:] = 0.0
+
+
+def _peak(x: np.ndarray) -> float:
+    return max(float(x.max()), -float(x.min()))
 
 
 class TrainingSampler(torch.utils.data.Dataset):
@@ -94,30 +101,32 @@ class TrainingSampler(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        sources = np.empty((len(SOURCES), self.store.manifest.channels, self.frames), np.float32)
         make = self._sad_source if self.train.sampler == "sad" else self._random_source
-        sources = np.stack([make(rng, source) for source in SOURCES])
+        for k, source in enumerate(SOURCES):
+            make(rng, source, sources[k])
         mixture = sources.sum(axis=0)
         if self.train.sampler == "sad":
-            peak = max(np.abs(mixture).max(), np.abs(sources).max())
+            peak = max(_peak(mixture), _peak(sources))
             if peak > 1.0:
                 mixture /= peak
                 sources /= peak
         return torch.from_numpy(mixture), torch.from_numpy(sources)
 
-    def _sad_source(self, rng: np.random.Generator, source: str) -> np.ndarray:
+    def _sad_source(self, rng: np.random.Generator, source: str, out: np.ndarray) -> None:
         track, start, end = self.segments[source][rng.integers(len(self.segments[source]))]
         offset = start + int(rng.integers(0, max(end - start - self.frames, 0) + 1))
         gain = 10.0 ** (rng.uniform(-self.train.gain_db, self.train.gain_db) / 20.0)
         silent = rng.random() < self.train.silent_source_p
         silent_target = rng.random() < self.train.silent_target_p and source == self.target
         if silent or silent_target:
-            return np.zeros((self.store.manifest.channels, self.frames), np.float32)
-        return self.store.read(track, source, offset, self.frames) * np.float32(gain)
+            out[:] = 0.0
+        else:
+            self.store.read(track, source, offset, out, gain)
 
-    def _random_source(self, rng: np.random.Generator, source: str) -> np.ndarray:
+    def _random_source(self, rng: np.random.Generator, source: str, out: np.ndarray) -> None:
         track = self.tracks[rng.integers(len(self.tracks))]
         offset = int(rng.integers(0, max(track.frames - self.frames, 0) + 1))
         gain = rng.uniform(self.train.gain_lo, self.train.gain_hi)
         swap = rng.random() < self.train.channel_swap_p
-        audio = self.store.read(track.name, source, offset, self.frames) * np.float32(gain)
-        return audio[::-1].copy() if swap else audio
+        self.store.read(track.name, source, offset, out[::-1] if swap else out, gain)

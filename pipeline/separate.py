@@ -7,6 +7,7 @@ overlap-added back. Two ways, from `eval.mode`:
 - `ola`: zero-padded overlap-add with a Hann window, segments of `segment_s` every `hop_s`; the
   track is padded so that every sample is covered by full windows.
 Both normalise by the summed weights, so a model that returns its input returns the track exactly.
+The last chunk ends with the track: no model time is spent on padding.
 """
 from __future__ import annotations
 
@@ -51,30 +52,35 @@ def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int, d
     weights, hop, pad = chunk_weights(cfg, sample_rate)
     segment = weights.numel()
     channels, length = mixture.shape
-    # Pad so that the first and last samples get the full weight of an overlap, then to whole chunks.
-    n_chunks = max(int(np.ceil((length + 2 * pad - segment) / hop)) + 1, 1)
-    padded_length = (n_chunks - 1) * hop + segment
-    padded = torch.zeros(channels, padded_length)
+    # Pad so that the first and last samples get the full weight of an overlap. Chunks start every
+    # hop; the last one stops at the end of the padded track instead of running into more padding.
+    total = length + 2 * pad
+    starts = [0]
+    while starts[-1] + segment < total:
+        starts.append(starts[-1] + hop)
+    sizes = [min(segment, total - start) for start in starts]
+    padded = torch.zeros(channels, total)
     padded[:, pad : pad + length] = mixture
-    starts = [i * hop for i in range(n_chunks)]
+    # Batches of equal-sized chunks: the full ones, then the shorter last one on its own.
+    batches = [list(range(first, min(first + cfg.batch_chunks, len(starts)))) for first in range(0, len(starts), cfg.batch_chunks)]
+    batches = [[i for i in b if sizes[i] == size] for b in batches for size in dict.fromkeys(sizes[i] for i in b)]
 
     outputs = []
     for model in models:
         model.eval()
-        n_targets = len(model.spec["targets"])
-        out = torch.zeros(n_targets, channels, padded_length)
-        for first in range(0, n_chunks, cfg.batch_chunks):
-            batch_starts = starts[first : first + cfg.batch_chunks]
-            batch = torch.stack([padded[:, s : s + segment] for s in batch_starts]).to(device)
+        out = torch.zeros(len(model.spec["targets"]), channels, total)
+        for batch in batches:
+            size = sizes[batch[0]]
+            chunks = torch.stack([padded[:, starts[i] : starts[i] + size] for i in batch]).to(device)
             with _autocast(device):
-                wave, _ = model(batch)
-            wave = wave.float().cpu() * weights
-            for s, chunk in zip(batch_starts, wave):
-                out[:, :, s : s + segment] += chunk
+                wave, _ = model(chunks)
+            wave = wave.float().cpu() * weights[:size]
+            for i, chunk in zip(batch, wave):
+                out[:, :, starts[i] : starts[i] + size] += chunk
         outputs.append(out)
-    norm = torch.zeros(padded_length)
-    for s in starts:
-        norm[s : s + segment] += weights
+    norm = torch.zeros(total)
+    for start, size in zip(starts, sizes):
+        norm[start : start + size] += weights[:size]
     estimates = torch.cat(outputs) / norm
     return estimates[:, :, pad : pad + length].contiguous()
 

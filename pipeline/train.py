@@ -200,6 +200,11 @@ def side_by_side(count: int, device: torch.device):
         torch.set_num_threads(threads)
 
 
+def _uses_dropout(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Dropout) or (isinstance(m, torch.nn.RNNBase) and m.dropout > 0)
+               for m in model.modules())
+
+
 def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int, desc: str) -> dict[str, float]:
     """`steps` steps of each model on its epoch's batches, the models side by side.
 
@@ -218,7 +223,10 @@ def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.devic
             bar.update()
         return float(np.mean(losses))
 
-    with side_by_side(len(active), device) as (pool, _):
+    # Dropout draws from torch's one global generator: models that use it run one after the
+    # other, so that their draws (and results) do not depend on thread timing.
+    parallel = 1 if any(_uses_dropout(s.model) for s in active) else len(active)
+    with side_by_side(parallel, device) as (pool, _):
         losses = list(pool.map(run, active))
     bar.close()
     return {_slot_name(s): loss for s, loss in zip(active, losses)}

@@ -23,7 +23,7 @@ def test_default_variants_keep_the_papers_relative_changes():
     for cfg in (cpu, paper):
         base, large = cfg.resolve("base").model.bsrnn, cfg.resolve("large").model.bsrnn
         assert (large.n, large.r) == (2 * base.n, 1.5 * base.r)
-        assert cfg.resolve("large_patience30").train.patience == 3 * cfg.resolve("base").train.patience
+        assert cfg.resolve("large_patience30").train.patience == 3 * cfg.train.patience
         assert cfg.resolve("stft_4096").stft.n_fft == 2 * cfg.resolve("base").stft.n_fft
         assert cfg.resolve("umx_hidden256").model.umx.hidden * 2 == cfg.resolve("umx").model.umx.hidden
     assert paper.resolve("base").model.bsrnn.n == 64 and paper.resolve("base").model.bsrnn.r == 8

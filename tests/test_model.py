@@ -123,23 +123,24 @@ def test_grouped_band_split_and_masker_equal_per_band_layers():
 
 
 def test_band_mlp_backward_matches_autograd():
-    from model.bsrnn import _BandMLP
+    """The masker's hand-written CPU backward equals autograd's on the batched-matmul formulation."""
+    from model.bsrnn import _BandMLP, _band_mlp
 
     torch.manual_seed(0)
     k, m, n, h = 3, 5, 4, 6
     inputs = [torch.randn(k, m, n), torch.randn(k, n, h) * 0.5, torch.randn(k, h), torch.randn(k, h, h) * 0.5,
-              torch.randn(k, h)]
-    grad = torch.randn(k, m, h)
+              torch.randn(k, h), torch.randn(2, h, 8), torch.randn(2, 8), torch.randn(1, h, 12), torch.randn(1, 12)]
+    grads = [torch.randn(2, m, 8), torch.randn(1, m, 12)]
 
     def run(fn):
         args = [t.clone().requires_grad_() for t in inputs]
-        out = fn(*args)
-        value = out.detach().clone()
-        (out * grad).sum().backward()
-        return [value] + [a.grad for a in args]
+        outs = fn(*args)
+        values = [o.detach().clone() for o in outs]
+        sum((o * g).sum() for o, g in zip(outs, grads)).backward()
+        return values + [a.grad for a in args]
 
-    def reference(x, w1, b1, w2, b2):
-        return torch.tanh(torch.baddbmm(b2.unsqueeze(1), torch.tanh(torch.baddbmm(b1.unsqueeze(1), x, w1)), w2))
+    def reference(x, w1, b1, w2, b2, w3a, b3a, w3b, b3b):
+        return _band_mlp(x, w1, b1, w2, b2, [w3a, w3b], [b3a, b3b], fused=False)  # batched matmuls, autograd
 
     for a, b in zip(run(_BandMLP.apply), run(reference)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import config, paths, report, tracking
-from pipeline.energy import ENERGY_KEYS
+from pipeline.energy import EnergyMeter
 from pipeline.errors import UserError
 from tests.conftest import REPO, error_line, write_params
 
@@ -24,43 +24,22 @@ EVALUATED = ("base", "large", "optimized_tac", "umx")
 TRAINED_ONLY = ("stft_4096",)
 
 
-class FakeMeter:
-    """Stands in for `pipeline.energy.EnergyMeter` with exact, known energy."""
-
-    def __init__(self, kwh_cc: float, kwh_ga: float, duration_s: float = 60.0):
-        self.hardware = {"cpu_model": "test CPU", "gpu_model": "none"}
-        self.methods = {"codecarbon": "ok", "cpu": "cpu_load", "gpu": "none", "ram": "constant"}
-        self._totals = {k: 0.0 for k in ENERGY_KEYS}
-        self._totals.update({
-            "energy_kwh_codecarbon": kwh_cc, "energy_kwh_green_algorithms": kwh_ga,
-            "emissions_kg_co2e": kwh_cc * 0.05, "ga_emissions_kg_co2e": kwh_ga * 0.05, "duration_s": duration_s,
-            "cpu_kwh": kwh_cc * 0.7, "ram_kwh": kwh_cc * 0.3, "ga_cpu_kwh": kwh_ga * 0.8, "ga_ram_kwh": kwh_ga * 0.2,
-        })
-
-    def totals(self) -> dict:
-        return dict(self._totals)
-
-    def run_totals(self) -> dict:
-        return dict(self._totals)
-
-    def ga_inputs(self) -> dict:
-        return {}
-
-    def files(self) -> list:
-        return []
-
-
-def mlflow_run(cfg, stage: str, kwh: tuple[float, float], prefix: str = "", outcome: BaseException | None = None,
-               run_id: str | None = None, run_name: str | None = None) -> str:
-    """One run through the real tracking module; returns its id."""
+def mlflow_run(cfg, stage: str, prefix: str = "", outcome: BaseException | None = None,
+               run_id: str | None = None, run_name: str | None = None) -> tuple[str, float, float]:
+    """One run through the real tracking module with a real energy meter around a little work;
+    returns its id and the kWh this execution measured by both methods."""
+    meter = EnergyMeter(cfg.energy, out_dir=Path("energy") / stage, project_name=stage)
     try:
         with tracking.run(cfg, stage, run_id=run_id, run_name=run_name) as tracked:
-            tracked.watch_energy(FakeMeter(*kwh), prefix=prefix)
-            if outcome is not None:
-                raise outcome
+            tracked.watch_energy(meter, prefix=prefix)
+            with meter:
+                sum(i * i for i in range(200_000))
+                if outcome is not None:
+                    raise outcome
     except (RuntimeError, KeyboardInterrupt):
         pass
-    return tracked.run_id
+    spent = meter.run_totals()
+    return tracked.run_id, spent["energy_kwh_codecarbon"], spent["energy_kwh_green_algorithms"]
 
 
 def train_metrics(variant: str, i: int, run_id: str, kwh: tuple[float, float]) -> dict:
@@ -129,32 +108,30 @@ def built(tmp_path_factory):
         cfg = config.load(write_params(folder, {"tracking": {"experiment": EXPERIMENT}}))
         tracking.configure(cfg.tracking)  # this folder's store, whatever an earlier test resolved
         copy_reference(folder)
-        runs: list[tuple[str, float, float, bool]] = []  # id, kWh CC, kWh GA, current
+        runs: dict[str, dict] = {}  # run id -> kWh measured by both methods, category
 
-        def track(variant, stage, kwh, current, **kw):
+        def track(variant, stage, category, **kw):
             base = cfg if variant in report.BOUNDS or variant is None else cfg.resolve(variant)
-            run_id = mlflow_run(base, stage, kwh, **kw)
-            if kw.get("run_id") is None:
-                runs.append((run_id, *kwh, current))
-            else:  # a reopened run: its energy adds to the same row of the ledger
-                k = [r[0] for r in runs].index(run_id)
-                runs[k] = (run_id, runs[k][1] + kwh[0], runs[k][2] + kwh[1], runs[k][3])
+            run_id, cc, ga = mlflow_run(base, stage, **kw)
+            row = runs.setdefault(run_id, {"cc": 0.0, "ga": 0.0, "category": category})
+            row["cc"] += cc  # a reopened run: its energy adds to the same row of the ledger
+            row["ga"] += ga
             return run_id
 
-        track("base", "train@base", (0.010, 0.012), False)  # superseded by the next one
-        track("large", "train@large", (0.005, 0.006), False, outcome=RuntimeError("out of memory"))
-        track("umx", "train@umx", (0.001, 0.002), False, outcome=KeyboardInterrupt())
-        track("base", "forecast@base", (0.0005, 0.0006), False, prefix="forecast_run_")
+        track("base", "train@base", "superseded")  # superseded by the next one
+        track("large", "train@large", "failed", outcome=RuntimeError("out of memory"))
+        track("umx", "train@umx", "killed", outcome=KeyboardInterrupt())
+        track("base", "forecast@base", "other")
         for i, v in enumerate((*EVALUATED, *TRAINED_ONLY)):
             kwh = (0.02 * (i + 1), 0.025 * (i + 1))
-            run_id = track(v, f"train@{v}", kwh, True)
+            run_id = track(v, f"train@{v}", "current")
             write_json(paths.train_metrics(v), train_metrics(v, i, run_id, kwh))
             write_history(v, i)
             if v in EVALUATED:
-                track(v, f"evaluate@{v}", (0.001, 0.0012), True, prefix="eval_", run_id=run_id)
+                track(v, f"evaluate@{v}", "current", prefix="eval_", run_id=run_id)
                 write_json(paths.eval_metrics(v), eval_metrics(v, 2.0 + i, run_id))
         for b, level in (("mixture", -3.0), ("oracle_irm", 12.0)):
-            run_id = track(b, f"evaluate@{b}", (0.0004, 0.0005), True, prefix="eval_", run_name=b)
+            run_id = track(b, f"evaluate@{b}", "current", prefix="eval_", run_name=b)
             write_json(paths.eval_metrics(b), eval_metrics(b, level, run_id))
 
         summary = report.run(cfg)
@@ -238,19 +215,24 @@ def test_test_set_comparison(built):
 def test_ledger_totals_and_superseded_energy(built):
     folder, _, summary, runs = built
     ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+
+    def kwh(method, category=None, exclude=None):
+        return sum(r[method] for r in runs.values()
+                   if (category is None or r["category"] == category) and r["category"] != exclude)
+
     assert ledger["runs"] == len(runs) == 11
     assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
-    assert ledger["kwh_codecarbon"] == pytest.approx(sum(r[1] for r in runs))
-    assert ledger["kwh_green_algorithms"] == pytest.approx(sum(r[2] for r in runs))
-    stale = [r for r in runs if not r[3]]
+    assert kwh("cc") > 0 and kwh("ga") > 0
+    assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc"))
+    assert ledger["kwh_green_algorithms"] == pytest.approx(kwh("ga"))
     assert ledger["not_current"]["runs"] == 4
-    assert ledger["not_current"]["kwh_codecarbon"] == pytest.approx(0.010 + 0.005 + 0.001 + 0.0005)
-    assert ledger["not_current"]["kwh_green_algorithms"] == pytest.approx(sum(r[2] for r in stale))
-    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(sum(r[1] for r in runs if r[3]))
+    assert ledger["not_current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", exclude="current"))
+    assert ledger["not_current"]["kwh_green_algorithms"] == pytest.approx(kwh("ga", exclude="current"))
+    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "current"))
     categories = ledger["categories"]
-    assert categories["superseded"]["kwh_codecarbon"] == pytest.approx(0.010)
-    assert categories["failed"]["kwh_codecarbon"] == pytest.approx(0.005)
-    assert categories["killed"]["kwh_green_algorithms"] == pytest.approx(0.002)
+    assert categories["superseded"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "superseded"))
+    assert categories["failed"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "failed"))
+    assert categories["killed"]["kwh_green_algorithms"] == pytest.approx(kwh("ga", "killed"))
     assert categories["other"]["runs"] == 1  # the forecast
     assert sum(c["runs"] for c in categories.values()) == ledger["runs"]
     assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)

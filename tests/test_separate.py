@@ -29,7 +29,9 @@ def test_overlap_add_returns_the_track(mode, length):
     assert out.shape == (3, 2, length)
     torch.testing.assert_close(out[0], mixture, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(out[2], 2 * mixture, atol=1e-5, rtol=1e-5)
-    assert all(shape[0] <= 3 and shape[-1] == 1000 for shape in models[0].calls)
+    sizes = [shape[-1] for shape in models[0].calls]
+    assert all(shape[0] <= 3 for shape in models[0].calls)
+    assert all(size <= 1000 for size in sizes) and sum(size < 1000 for size in sizes) <= 1  # only the last is short
 
 
 def test_crossfade_weights_sum_to_one_across_the_overlap():
