@@ -11,10 +11,10 @@ estimate of every target (a lower bound) and the oracle ideal ratio mask (an upp
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import shutil
 
-import museval
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -42,6 +42,24 @@ def _wiener(models, mixture: torch.Tensor, estimates: torch.Tensor, cfg: Config)
         softmask=cfg.eval.wiener_softmask, residual=cfg.eval.wiener_residual,
     )
     return model.istft(filtered, length=mixture.shape[-1])[: estimates.shape[0]]
+
+
+def museval_json(frames: dict, targets) -> dict:
+    """Framewise scores in museval's per-track JSON schema (1 s frames; NaN where museval has NaN)."""
+    return {
+        "museval_version": importlib.metadata.version("museval"),
+        "targets": [
+            {
+                "name": target,
+                "frames": [
+                    {"time": float(j), "duration": 1.0,
+                     "metrics": {m.upper(): float(frames[m][i][j]) for m in ("sdr", "sir", "sar", "isr")}}
+                    for j in range(len(frames["sdr"][i]))
+                ],
+            }
+            for i, target in enumerate(targets)
+        ],
+    }
 
 
 def oracle_irm(mixture: np.ndarray, sources: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
@@ -79,10 +97,7 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device) 
         estimates = estimate_fn(stems["mixture"], references)
         summary, frames = score_track(references, estimates, cfg.targets, manifest.sample_rate,
                                       backend=cfg.eval.bsseval, device=device)
-        store = museval.TrackStore(track.name, win=1.0, hop=1.0)
-        for i, target in enumerate(cfg.targets):
-            store.add_target(target, {m.upper(): frames[m][i] for m in ("sdr", "sir", "sar", "isr")})
-        (track_dir / f"{track.name}.json").write_text(store.json)
+        (track_dir / f"{track.name}.json").write_text(json.dumps(museval_json(frames, cfg.targets), indent=1))
         if cfg.eval.write_estimates:
             for target, audio in zip(cfg.targets, estimates):
                 write_wav(paths.estimates_dir(name) / track.name / f"{target}.wav", audio, manifest.sample_rate)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from itertools import repeat
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +72,12 @@ def _write_synthetic(cfg: Config, root: Path) -> Manifest:
             jobs.append((split, subset, name, song_seed))
 
     tracks = []
-    for split, subset, name, song_seed in tqdm(jobs, desc="prepare: synthetic songs", unit="song"):
-        stems = synth.render_song(song_seed, sr, syn.song_s)
-        frames = _write_song(root / subset / name, stems, sr)
-        tracks.append(Track(name=name, split=split, folder=f"{subset}/{name}", frames=frames))
+    # Songs are rendered on every core, in order; each is written as soon as it is ready.
+    with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
+        songs = pool.map(synth.render_song, [job[3] for job in jobs], repeat(sr), repeat(syn.song_s))
+        for (split, subset, name, _), stems in tqdm(zip(jobs, songs), total=len(jobs), desc="prepare: synthetic songs", unit="song"):
+            frames = _write_song(root / subset / name, stems, sr)
+            tracks.append(Track(name=name, split=split, folder=f"{subset}/{name}", frames=frames))
 
     valid_names = [t.name for t in tracks if t.split == "valid"]
     _write_setup_file(root, valid_names)

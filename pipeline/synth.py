@@ -24,7 +24,7 @@ Every element is panned (hats and crash on opposite sides, toms spread, voices o
 vocals, drums and other get a small stereo room reverb, the bass only early reflections. Every
 stem is silent somewhere (the intro has no vocals; drums, bass and other each drop out for a bar or
 half a bar per eight bars, at different places) and active most of the time. Stems are levelled
-within 5.5 dB of each other, the voice on top (LEVEL_RANGES_DB), and scaled together so that the
+within 4.5 dB of each other, the voice on top (LEVEL_RANGES_DB), and scaled together so that the
 mixture stays within [-1, 1].
 Key, mode, progression, tempo (80-160 bpm), swing, patterns, timbres, pans, levels and the room
 vary with the seed.
@@ -1008,14 +1008,14 @@ def _other(plan: _Plan, rng: np.random.Generator) -> np.ndarray:
 # ----------------------------------------------------------------------------- the song
 
 
-LEVEL_RANGES_DB = {"vocals": (0.5, 3.0)}  # the other stems: -2.5 to +0.5 dB
+LEVEL_RANGES_DB = {"vocals": (0.0, 2.0)}  # the other stems: -2.5 to +0.5 dB
 
 
 def render_song(seed: int, sample_rate: int, duration_s: float) -> dict[str, np.ndarray]:
     """Render one song: the four stems (`STEMS`), each float32 (2, round(duration_s * sample_rate)).
 
     Deterministic for `seed` (a non-negative integer). Each stem's RMS over the song lies in its
-    range of LEVEL_RANGES_DB around a common level (within 5.5 dB of each other, the voice on
+    range of LEVEL_RANGES_DB around a common level (within 4.5 dB of each other, the voice on
     top), and all stems are scaled alike so that the mixture's peak is at most
     0.85 (the sum stays within [-1, 1], also after rounding every stem to 16 bits).
     """
