@@ -16,6 +16,7 @@ Outputs (dvc.yaml's stage `report`)::
     reports/tables/study.{md,csv,tex}        the paper's layout, ours vs published and the difference
     reports/tables/test.{md,csv,tex}         test set: published systems vs ours (cSDR and uSDR)
     reports/tables/ledger.{md,csv,json,tex}  the whole-study energy ledger
+    reports/tables/learning_check.{md,csv,tex} each variant's margin over the trivial estimates
     reports/tables/runs.csv                  every MLflow run with its category in the ledger
     reports/figures/*.png                    see FIGURES
     reports/index.html                       everything above on one page, images embedded
@@ -26,9 +27,11 @@ report that fails leaves the previous one (or nothing) rather than a half-made p
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
 import datetime as dt
 import html
+import itertools
 import json
 import math
 import os
@@ -239,6 +242,17 @@ def load_runs(cfg, study: Study):
     return table
 
 
+def load_timeline(cfg, runs):
+    """When the runs' energy was spent (tracking.energy_timeline); empty when the store has no runs."""
+    import pandas as pd
+
+    from pipeline import tracking
+
+    if runs.empty:
+        return pd.DataFrame(columns=tracking.TIMELINE_COLUMNS)
+    return tracking.energy_timeline(cfg.tracking)
+
+
 def _category(run: dict, current_ids: dict) -> str:
     if run["run_id"] in current_ids:
         return "current"
@@ -424,6 +438,36 @@ def study_table(study: Study) -> Table:
     extra = ["description", "test_tracks", "eval_duration_s", "eval_kwh_codecarbon", "eval_kwh_green_algorithms",
              "eval_kg_co2e", "energy_methods", "mlflow_run_id"]
     return Table("study", caption, cols, rows, extra)
+
+
+LEARNING_MARGIN_DB = 1.0  # what a variant must beat the trivial estimates by, on every target
+
+
+def learning_table(study: Study) -> Table:
+    """The learning check: per trained variant and target, its best validation uSDR minus the better
+    of the two trivial estimates, silence (0 dB) and the mixture itself (`mixture_valid_usdr_*`)."""
+    ts = study.targets
+    cols = [Col("variant", "variant", long="variant")]
+    cols += [Col(f"margin_{t}", t if t != "vocals" else "voc.", "Margin over max(silence, mixture) (dB)", "sdr",
+                 f"margin {t} (dB)") for t in ts]
+    cols += [Col("min_margin", "min", "Margin over max(silence, mixture) (dB)", "sdr", "smallest margin (dB)"),
+             Col("learned", f">= {LEARNING_MARGIN_DB:g} dB", long=f"every target >= {LEARNING_MARGIN_DB:g} dB")]
+    rows = []
+    for v in study.variants:
+        tr = study.train.get(v, {})
+        if not all(_finite(tr.get(f"mixture_valid_usdr_{t}")) for t in ts):
+            continue  # not trained, or metrics written before the mixture's score was recorded
+        row = {"variant": v}
+        for t in ts:
+            row[f"margin_{t}"] = _num(tr.get(f"valid_usdr_{t}")) - max(0.0, _num(tr[f"mixture_valid_usdr_{t}"]))
+            row[f"mixture_valid_usdr_{t}"] = _num(tr[f"mixture_valid_usdr_{t}"])
+        row["min_margin"] = min(row[f"margin_{t}"] for t in ts)
+        row["learned"] = "yes" if row["min_margin"] >= LEARNING_MARGIN_DB else "no"
+        rows.append(row)
+    caption = ("Learning check on the validation tracks: each variant's best validation uSDR minus the better "
+               "of two trivial estimates, silence (0 dB) and the mixture itself, per target. A variant that "
+               f"learned to separate clears {LEARNING_MARGIN_DB:g} dB on every target.")
+    return Table("learning_check", caption, cols, rows, [f"mixture_valid_usdr_{t}" for t in ts], wide=False)
 
 
 def _status(trained: bool, evaluated: bool) -> str:
@@ -1012,43 +1056,43 @@ def fig_sdr_per_target(study: Study, path: Path) -> Path:
     return _save(fig, path)
 
 
-def fig_cumulative_energy(runs, path: Path) -> Path:
+def fig_cumulative_energy(runs, timeline, path: Path) -> Path:
+    """The study's energy over time: every run's `timeline` steps (each training epoch, the end of
+    every execution) added up in time order; failed and killed runs marked where they ended."""
     import pandas as pd
     from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
 
     fig = _new_figure(2.7)
     ax = fig.subplots()
-    table = runs.copy()
-    if not table.empty:  # a run counts when it ends (or, still open, when it started)
-        table["when"] = table["end_time"].where(table["end_time"].notna(), table["start_time"])
-        table = table[table["when"].notna()].sort_values("when", kind="stable")
-    if table.empty:
-        _empty(ax, "no runs in the MLflow store")
+    if timeline.empty:
+        _empty(ax, "no runs in the MLflow store" if runs.empty else "no energy logged in the MLflow store")
         ax.set_xlabel("time")
         return _save(fig, path)
-    start = table["start_time"].min()
-    unit, factor = _energy_unit([_fsum(table["kwh_codecarbon"]), _fsum(table["kwh_green_algorithms"])])
-    when = [t.tz_convert(None).to_pydatetime() if t.tzinfo else t.to_pydatetime()
-            for t in pd.to_datetime(table["when"], utc=True)]
-    t0 = pd.Timestamp(start).tz_convert(None).to_pydatetime()
+
+    def naive(times) -> list:
+        return [t.tz_convert(None).to_pydatetime() for t in pd.to_datetime(pd.Series(times), utc=True)]
+
+    unit, factor = _energy_unit([_fsum(timeline["kwh_codecarbon"]), _fsum(timeline["kwh_green_algorithms"])])
+    when = naive(timeline["time"])
+    t0 = min(naive(runs["start_time"].dropna()) or when)
+    ended = runs[runs["status"].isin(["FAILED", "KILLED"])]
     markers = {"FAILED": ("x", "#D55E00", "failed run"), "KILLED": ("v", "#CC79A7", "killed run")}
     totals = {}
     for (method, method_label), colour, ls in zip(METHODS, ("#0072B2", "#009E73"), ("-", "--")):
-        values = [v if math.isfinite(v) else 0.0 for v in table[f"kwh_{method}"].astype(float)]
-        cumulative, total = [], 0.0
-        for v in values:
-            total += v * factor
-            cumulative.append(total)
-        totals[method] = total / factor
+        steps = [v if math.isfinite(v) else 0.0 for v in timeline[f"kwh_{method}"].astype(float)]
+        cumulative = [x * factor for x in itertools.accumulate(steps)]
+        totals[method] = cumulative[-1] / factor
         ax.step([t0, *when], [0.0, *cumulative], where="post", color=colour, ls=ls, lw=1.0,
                 label=method_label.split(" (")[0])
-        statuses = list(table["status"].astype(str))
         for status, (marker, mcolour, mlabel) in markers.items():
-            hits = [i for i, s in enumerate(statuses) if s == status]
-            if hits:
-                ax.scatter([when[i] for i in hits], [cumulative[i] for i in hits], marker=marker, s=14,
-                           color=mcolour, linewidths=0.9, zorder=4,
-                           label=f"{mlabel} ({len(hits)})" if method == "codecarbon" else None)
+            hits = ended[ended["status"] == status]
+            if hits.empty:
+                continue
+            at = naive(hits["end_time"].where(hits["end_time"].notna(), hits["start_time"]))
+            # the study's cumulative energy when the run ended
+            level = [cumulative[i - 1] if (i := bisect.bisect_right(when, t)) else 0.0 for t in at]
+            ax.scatter(at, level, marker=marker, s=14, color=mcolour, linewidths=0.9, zorder=4,
+                       label=f"{mlabel} ({len(hits)})" if method == "codecarbon" else None)
     locator = AutoDateLocator(minticks=3, maxticks=6)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
@@ -1059,7 +1103,7 @@ def fig_cumulative_energy(runs, path: Path) -> Path:
     second.set_ylabel("household-years", fontsize=6)
     second.tick_params(labelsize=5.5)
     ax.spines["right"].set_visible(True)
-    note = (f"{len(table)} runs\n"
+    note = (f"{len(runs)} runs\n"
             f"CodeCarbon: {_amount(totals['codecarbon'] * factor)} {unit} = "
             f"{_sci(totals['codecarbon'] / KWH_PER_HOUSEHOLD_YEAR)} household-years\n"
             f"Green Algorithms: {_amount(totals['green_algorithms'] * factor)} {unit} = "
@@ -1096,7 +1140,7 @@ def _sci(value: float) -> str:
     return f"{mantissa}e{int(exponent)}"
 
 
-def make_figures(study: Study, runs, folder: Path) -> dict[str, Path]:
+def make_figures(study: Study, runs, timeline, folder: Path) -> dict[str, Path]:
     import matplotlib
 
     makers = {
@@ -1104,7 +1148,7 @@ def make_figures(study: Study, runs, folder: Path) -> dict[str, Path]:
         "energy_split": lambda p: fig_energy_split(study, p),
         "training_curves": lambda p: fig_training_curves(study, p),
         "sdr_per_target": lambda p: fig_sdr_per_target(study, p),
-        "cumulative_energy": lambda p: fig_cumulative_energy(runs, p),
+        "cumulative_energy": lambda p: fig_cumulative_energy(runs, timeline, p),
     }
     out = {}
     with matplotlib.rc_context(_style()):
@@ -1247,6 +1291,9 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
 
     body.append("<h2>Variants</h2>")
     body.append(to_html(tables["study"], row_class))
+    if tables["learning_check"].rows:
+        body.append("<h2>Learning check</h2>")
+        body.append(to_html(tables["learning_check"], lambda r: "" if r["learned"] == "yes" else "notrun"))
     body.append("<h2>Figures</h2>")
     for name, path in figures.items():
         body.append(f'<figure id="fig-{name}"><img alt="{e(FIGURES[name])}" src="{_img(path)}">'
@@ -1306,7 +1353,8 @@ def run(cfg) -> dict:
     study = load_study(cfg)
     runs = load_runs(cfg, study)
     ledger = summarize_ledger(runs, cfg)
-    tables = {"study": study_table(study), "test": testset_table(study), "ledger": ledger_table(ledger)}
+    tables = {"study": study_table(study), "test": testset_table(study), "ledger": ledger_table(ledger),
+              "learning_check": learning_table(study)}
 
     paths.REPORTS.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=".report-", dir=paths.REPORTS))
@@ -1321,7 +1369,7 @@ def run(cfg) -> dict:
         written.append(ledger_json)
         to_csv(runs_table_view(runs), build / "tables" / "runs.csv")
         written.append(build / "tables" / "runs.csv")
-        figures = make_figures(study, runs, build / "figures")
+        figures = make_figures(study, runs, load_timeline(cfg, runs), build / "figures")
         (build / "index.html").write_text(render_html(cfg, study, tables, figures, ledger, runs))
         _publish(build)
     finally:
@@ -1343,6 +1391,7 @@ def run(cfg) -> dict:
                                           "kwh_green_algorithms", "kg_co2e", "household_years_codecarbon")}
                   | {"not_current_kwh_codecarbon": ledger["not_current"]["kwh_codecarbon"],
                      "not_current_kwh_green_algorithms": ledger["not_current"]["kwh_green_algorithms"]},
+        "learning_check": {r["variant"]: r["min_margin"] for r in tables["learning_check"].rows},
         "notes": list(study.notes),
     }
     print(f"report: {summary['rows']} rows ({summary['variants_run']} of {len(study.variants)} variants run), "
@@ -1350,6 +1399,12 @@ def run(cfg) -> dict:
     print(f"report: ledger: {ledger['runs']} runs ({ledger['failed_runs']} failed, {ledger['killed_runs']} killed), "
           f"{_energy_text(ledger['kwh_codecarbon'])} CodeCarbon, {_energy_text(ledger['kwh_green_algorithms'])} "
           f"Green Algorithms; {_energy_text(ledger['not_current']['kwh_codecarbon'])} (CodeCarbon) on runs not current")
+    learning = tables["learning_check"].rows
+    if learning:
+        failed = [r["variant"] for r in learning if r["learned"] != "yes"]
+        print(f"report: learning check: {len(learning) - len(failed)} of {len(learning)} variants beat silence and "
+              f"the mixture by >= {LEARNING_MARGIN_DB:g} dB on every validation target"
+              + (f"; not: {', '.join(failed)}" if failed else ""))
     for note in study.notes:
         print(f"report: note: {note}")
     return summary

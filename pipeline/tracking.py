@@ -551,6 +551,64 @@ RUNS_COLUMNS = [
 ]
 
 
+def _every_run(cfg: TrackingConfig):
+    """Every run of the study's experiment, deleted ones included, oldest first."""
+    from mlflow.entities import ViewType
+
+    state = _state(cfg)
+    client = _client(state)
+    experiment_id = _experiment_id(client, state, create=False)
+    if experiment_id is None:
+        return
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], "", run_view_type=ViewType.ALL, max_results=1000,
+                                  order_by=["attributes.start_time ASC"], page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            break
+
+
+def _energy_prefixes(run) -> list[str]:
+    return json.loads(run.data.tags.get(ENERGY_PREFIXES_TAG, '["", "eval_"]'))
+
+
+TIMELINE_COLUMNS = ["time", "run_id", "status", "kwh_codecarbon", "kwh_green_algorithms"]
+
+
+def energy_timeline(cfg: TrackingConfig):
+    """When the study's energy was spent: one row per logged step of a run's `<prefix>ledger_*`
+    energy (after every training epoch, at the end of every execution), with the energy spent since
+    the previous step by both methods. Summed over a run, the rows give its runs_table energy; in
+    time order they give the study's cumulative energy, a run reopened for evaluation hours after
+    its training included."""
+    import pandas as pd
+
+    client = _client(_state(cfg))
+    rows = []
+    for r in _every_run(cfg):
+        steps: dict[int, dict[str, float]] = {}
+        for prefix in _energy_prefixes(r):
+            for method in ("codecarbon", "green_algorithms"):
+                key = f"{prefix}ledger_energy_kwh_{method}"
+                if key not in r.data.metrics:
+                    key = f"{prefix}run_energy_kwh_{method}"
+                if key not in r.data.metrics:
+                    continue
+                spent = 0.0
+                for point in sorted(client.get_metric_history(r.info.run_id, key), key=lambda p: (p.timestamp, p.step)):
+                    if math.isfinite(point.value) and point.value > spent:
+                        step = steps.setdefault(point.timestamp, {"codecarbon": 0.0, "green_algorithms": 0.0})
+                        step[method] += point.value - spent
+                        spent = point.value
+        rows += [{"time": pd.to_datetime(ms, unit="ms", utc=True), "run_id": r.info.run_id,
+                  "status": r.info.status, "kwh_codecarbon": kwh["codecarbon"],
+                  "kwh_green_algorithms": kwh["green_algorithms"]} for ms, kwh in sorted(steps.items())]
+    table = pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+    return table.sort_values("time", kind="stable", ignore_index=True)
+
+
 def _sum_executions(metrics: Mapping[str, float], prefixes: list[str], key: str) -> float:
     values = [metrics.get(f"{p}ledger_{key}", metrics.get(f"{p}run_{key}", math.nan)) for p in prefixes]
     return float(sum(v for v in values if math.isfinite(v)))
@@ -565,46 +623,34 @@ def runs_table(cfg: TrackingConfig):
     `energy.prefixes` tag), so summing a column over the table gives the whole study without
     counting resumed work twice nor forgetting a repeated evaluation."""
     import pandas as pd
-    from mlflow.entities import ViewType
 
-    state = _state(cfg)
-    client = _client(state)
-    experiment_id = _experiment_id(client, state, create=False)
     rows = []
-    if experiment_id is not None:
-        token = None
-        while True:
-            page = client.search_runs([experiment_id], "", run_view_type=ViewType.ALL, max_results=1000,
-                                      order_by=["attributes.start_time ASC"], page_token=token)
-            for r in page:
-                m, t = r.data.metrics, r.data.tags
-                prefixes = json.loads(t.get(ENERGY_PREFIXES_TAG, '["", "eval_"]'))
-                rows.append({
-                    "run_id": r.info.run_id,
-                    "run_name": r.info.run_name,
-                    "variant": t.get("variant", ""),
-                    "stage": t.get("dvc.stage", ""),
-                    "stages": t.get("dvc.stages", ""),
-                    "status": r.info.status,
-                    "deleted": r.info.lifecycle_stage == "deleted",
-                    "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
-                    "end_time": (pd.to_datetime(r.info.end_time, unit="ms", utc=True)
-                                 if r.info.end_time else pd.NaT),
-                    "kwh_codecarbon": _sum_executions(m, prefixes, "energy_kwh_codecarbon"),
-                    "kwh_green_algorithms": _sum_executions(m, prefixes, "energy_kwh_green_algorithms"),
-                    "kg_co2e": _sum_executions(m, prefixes, "emissions_kg_co2e"),
-                    "duration_s": _sum_executions(m, prefixes, "duration_s"),
-                    "run_energy_kwh_codecarbon": m.get("run_energy_kwh_codecarbon", math.nan),
-                    "run_energy_kwh_green_algorithms": m.get("run_energy_kwh_green_algorithms", math.nan),
-                    "eval_run_energy_kwh_codecarbon": m.get("eval_run_energy_kwh_codecarbon", math.nan),
-                    "eval_run_energy_kwh_green_algorithms": m.get("eval_run_energy_kwh_green_algorithms", math.nan),
-                    "energy_kwh_codecarbon": m.get("energy_kwh_codecarbon", math.nan),
-                    "energy_kwh_green_algorithms": m.get("energy_kwh_green_algorithms", math.nan),
-                    "git_commit": t.get("git.commit", ""),
-                    "git_dirty": t.get("git.dirty", ""),
-                    "host": t.get("host", ""),
-                })
-            token = page.token
-            if not token:
-                break
+    for r in _every_run(cfg):
+        m, t = r.data.metrics, r.data.tags
+        prefixes = _energy_prefixes(r)
+        rows.append({
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "variant": t.get("variant", ""),
+            "stage": t.get("dvc.stage", ""),
+            "stages": t.get("dvc.stages", ""),
+            "status": r.info.status,
+            "deleted": r.info.lifecycle_stage == "deleted",
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+            "end_time": (pd.to_datetime(r.info.end_time, unit="ms", utc=True)
+                         if r.info.end_time else pd.NaT),
+            "kwh_codecarbon": _sum_executions(m, prefixes, "energy_kwh_codecarbon"),
+            "kwh_green_algorithms": _sum_executions(m, prefixes, "energy_kwh_green_algorithms"),
+            "kg_co2e": _sum_executions(m, prefixes, "emissions_kg_co2e"),
+            "duration_s": _sum_executions(m, prefixes, "duration_s"),
+            "run_energy_kwh_codecarbon": m.get("run_energy_kwh_codecarbon", math.nan),
+            "run_energy_kwh_green_algorithms": m.get("run_energy_kwh_green_algorithms", math.nan),
+            "eval_run_energy_kwh_codecarbon": m.get("eval_run_energy_kwh_codecarbon", math.nan),
+            "eval_run_energy_kwh_green_algorithms": m.get("eval_run_energy_kwh_green_algorithms", math.nan),
+            "energy_kwh_codecarbon": m.get("energy_kwh_codecarbon", math.nan),
+            "energy_kwh_green_algorithms": m.get("energy_kwh_green_algorithms", math.nan),
+            "git_commit": t.get("git.commit", ""),
+            "git_dirty": t.get("git.dirty", ""),
+            "host": t.get("host", ""),
+        })
     return pd.DataFrame(rows, columns=RUNS_COLUMNS)

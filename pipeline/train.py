@@ -270,6 +270,16 @@ def load_validation_tracks(cfg: Config, manifest: Manifest) -> list[dict]:
     return [load_stems(manifest, t, ("mixture", *cfg.targets)) for t in tqdm(tracks, desc="loading validation tracks", leave=False)]
 
 
+def mixture_usdr(tracks: list[dict], targets) -> dict[str, float]:
+    """Validation uSDR of the mixture itself as every target's estimate, mean over tracks.
+
+    With silence (0 dB by definition) it is one of the trivial estimates that a model which learned
+    must beat: the report's learning check compares every variant against the better of the two.
+    """
+    return {f"mixture_valid_usdr_{t}": float(np.mean([usdr(track[t], track["mixture"]) for track in tracks]))
+            for t in targets}
+
+
 # ----------------------------------------------------------------------------- checkpoints
 
 
@@ -377,6 +387,7 @@ def run(study: Config, variant: str) -> dict:
         )
         totals = meter.totals()
         result = _summary(cfg, slots, history, totals, params, mlrun.run_id, meter)
+        result.update(mixture_usdr(valid, cfg.targets))
         # The per-epoch curves keep their names; the scores of the best epochs are best_valid_*.
         mlrun.log_metrics({
             (f"best_{k}" if k.startswith("valid_") else k): v for k, v in result.items() if isinstance(v, (int, float))

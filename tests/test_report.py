@@ -49,6 +49,10 @@ def train_metrics(variant: str, i: int, run_id: str, kwh: tuple[float, float]) -
         out[f"best_epoch_{t}"] = 3 + i
         out[f"valid_usdr_{t}"] = 1.0 + 0.5 * i + 0.3 * j
     out["valid_usdr_avg"] = sum(out[f"valid_usdr_{t}"] for t in TARGETS) / 4
+    # the mixture as the estimate: below silence on vocals and bass, above it on drums and other,
+    # and for the second variant too close to its score on other for the learning check
+    for t, mixture in zip(TARGETS, (-3.0, -1.0, 0.5, 2.0 if i == 1 else 0.4)):
+        out[f"mixture_valid_usdr_{t}"] = mixture
     cc, ga = kwh
     out.update({"energy_kwh_codecarbon": cc, "energy_kwh_green_algorithms": ga, "emissions_kg_co2e": cc * 0.05,
                 "duration_s": 600.0 * (i + 1), "cpu_kwh": cc * 0.7, "gpu_kwh": 0.0, "ram_kwh": cc * 0.3,
@@ -195,6 +199,22 @@ def test_measured_values_and_published_columns(built):
     assert rows["accum_grad"]["diff_valid_usdr_avg"] == ""  # not run: no difference
     assert rows["umx"]["paper_valid_usdr_avg"] == ""  # no published validation row
     assert "cpu=cpu_load" in base["energy_methods"]
+
+
+def test_learning_check(built):
+    folder, _, summary, _ = built
+    rows = {r["variant"]: r for r in read_csv(folder / "reports" / "tables" / "learning_check.csv")}
+    assert list(rows) == [v for v in summary["learning_check"]]
+    assert set(rows) == set(EVALUATED) | set(TRAINED_ONLY)
+    first, second = (*EVALUATED, *TRAINED_ONLY)[:2]
+    # first: valid uSDR 1.0, 1.3, 1.6, 1.9 against max(0, mixture) 0, 0, 0.5, 0.4
+    assert [float(rows[first][f"margin_{t}"]) for t in TARGETS] == pytest.approx([1.0, 1.3, 1.1, 1.5])
+    assert rows[first]["learned"] == "yes" and summary["learning_check"][first] == pytest.approx(1.0)
+    # second: 1.5, 1.8, 2.1, 2.4 against 0, 0, 0.5, 2.0
+    assert float(rows[second]["margin_other"]) == pytest.approx(0.4)
+    assert rows[second]["learned"] == "no"
+    page = (folder / "reports" / "index.html").read_text()
+    assert "Learning check" in page and (folder / "reports" / "tables" / "learning_check.tex").exists()
 
 
 def test_test_set_comparison(built):

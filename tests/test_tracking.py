@@ -12,6 +12,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -221,6 +222,17 @@ def test_evaluation_reopens_the_training_run(store, tmp_path):
     assert len(table) == 1
     expected = metrics["ledger_energy_kwh_codecarbon"] + metrics["eval_ledger_energy_kwh_codecarbon"]
     assert table["kwh_codecarbon"].iloc[0] == pytest.approx(expected)
+
+    # when the energy was spent: both epochs and the training's end, then each evaluation's end
+    timeline = tracking.energy_timeline(cfg.tracking)
+    assert list(timeline.columns) == tracking.TIMELINE_COLUMNS
+    assert len(timeline) >= 3 and timeline["time"].is_monotonic_increasing
+    for method in ("codecarbon", "green_algorithms"):
+        assert (timeline[f"kwh_{method}"] >= 0).all()
+        assert timeline[f"kwh_{method}"].sum() == pytest.approx(table[f"kwh_{method}"].iloc[0])
+    evaluations = [client.get_metric_history(run.info.run_id, "eval_ledger_energy_kwh_codecarbon")[i].timestamp
+                   for i in (0, -1)]
+    assert set(pd.to_datetime(evaluations, unit="ms", utc=True)) <= set(timeline["time"])
 
 
 def test_unknown_run_id_gets_a_new_run(store):
