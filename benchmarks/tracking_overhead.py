@@ -24,6 +24,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+os.environ.setdefault("TQDM_DISABLE", "1")  # the figures are what this prints
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 

@@ -47,6 +47,7 @@ import subprocess
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,10 @@ class TrackedRun:
         self._existing = set(existing_metrics)  # metric keys logged before a reopen
         self._prior: dict[str, tuple[int, int]] = {}  # key -> largest step and time before the reopen
         self._last_ms = 0
-        self._pending: list = []  # asynchronous epoch writes, waited for at close
+        self._pending: list = []  # epoch writes in the background, waited for at close
+        # One writer thread of our own rather than MLflow's asynchronous logging, whose queue
+        # costs a full second at every run's end (its worker polls with a 1 s timeout).
+        self._writer: ThreadPoolExecutor | None = None
 
     @property
     def artifact_uri(self) -> str:
@@ -298,15 +302,16 @@ class TrackedRun:
                 self.flush()  # one writer at a time, in order
                 self.client.log_batch(self.run_id, metrics=m, params=p, tags=t)
             else:
-                self._pending.append(self.client.log_batch(self.run_id, metrics=m, params=p, tags=t,
-                                                           synchronous=False))
+                if self._writer is None:
+                    self._writer = ThreadPoolExecutor(1, thread_name_prefix="sepcost-mlflow")
+                self._pending.append(self._writer.submit(self.client.log_batch, self.run_id,
+                                                         metrics=m, params=p, tags=t))
 
     def flush(self) -> None:
         """Wait until every epoch logged so far is in the store."""
         pending, self._pending = self._pending, []
-        for operation in pending:
-            if operation is not None:
-                operation.wait()
+        for write in pending:
+            write.result()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
@@ -413,6 +418,9 @@ class TrackedRun:
             self.flush()
         except Exception as err:
             problems.append(f"epoch metrics not all logged: {type(err).__name__}: {err}")
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
         try:
             self._log_energy()
         except Exception as err:  # never hide the stage's own outcome behind a logging problem

@@ -73,6 +73,7 @@ def test_run_logs_params_tags_epochs_final_metrics_and_artifacts(store, tmp_path
             calls.clear()
             tracked.log_epoch(epoch, {"train_loss": 1.0 / epoch, "valid_usdr_avg": float(epoch),
                                       "epoch_energy_kwh_codecarbon": task.energy_kwh_codecarbon})
+            tracked.flush()  # written in the background
             assert len(calls) == 1  # one batched call per epoch, energy so far included
         calls.clear()
         tracked.log_metrics({"params_m": 0.25, "valid_usdr_avg": 2.5, "best_epoch": 3})
