@@ -93,7 +93,8 @@ def test_an_interrupted_training_resumes_and_keeps_its_energy(prepared_study, tm
 
     folder = tmp_path / "study"
     shutil.copytree(prepared_study, folder)
-    write_params(folder, {**TINY, "variants": {"base": {"train": {"epoch_items": 32, "max_epochs": 3}}}})
+    # epochs long enough that the interrupt always lands before the last one ends
+    write_params(folder, {**TINY, "variants": {"base": {"train": {"epoch_items": 192, "max_epochs": 3}}}})
     last = folder / paths.model_dir("base") / "last.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", "base"], cwd=folder,
