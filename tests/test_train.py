@@ -94,11 +94,14 @@ def test_an_interrupted_training_resumes_and_keeps_its_energy(prepared_study, tm
     folder = tmp_path / "study"
     shutil.copytree(prepared_study, folder)
     # epochs long enough that the interrupt always lands before the last one ends
-    write_params(folder, {**TINY, "variants": {"base": {"train": {"epoch_items": 192, "max_epochs": 3}}}})
+    write_params(folder, {**TINY, "variants": {"base": {"train": {"epoch_items": 96, "max_epochs": 3}}}})
     last = folder / paths.model_dir("base") / "last.pt"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # Ctrl-C must reach the child as KeyboardInterrupt even where the test runner ignores SIGINT
+    # (pytest-xdist workers do, and children inherit an ignored signal).
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", "base"], cwd=folder,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(last, proc)
     proc.send_signal(signal.SIGINT)  # Ctrl-C during the second epoch
     assert proc.wait(timeout=120) != 0
