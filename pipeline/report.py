@@ -1237,7 +1237,7 @@ table.data caption{caption-side:top;text-align:left;color:#555;padding:.3rem 0;w
 table.data th,table.data td{padding:.15rem .45rem;border-bottom:1px solid #eee}
 table.data th{background:#f5f5f5;position:sticky;top:0} th.group{text-align:center;border-bottom:1px solid #ccc}
 td.n{text-align:right;font-variant-numeric:tabular-nums} td.t{text-align:left}
-tr.notrun td{color:#999} tr.reference td{font-style:italic;background:#fafafa}
+tr.notrun td{color:#999} tr.short td:last-child{color:#b00020} tr.reference td{font-style:italic;background:#fafafa}
 tr.current td:first-child{font-weight:600} tr.rule td{border-top:1.5px solid #999}
 figure{margin:1rem 0;display:inline-block;vertical-align:top;max-width:520px;margin-right:1.5rem}
 figure img{width:100%;height:auto;border:1px solid #eee} figcaption{font-size:.82rem;color:#444}
@@ -1293,7 +1293,7 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
     body.append(to_html(tables["study"], row_class))
     if tables["learning_check"].rows:
         body.append("<h2>Learning check</h2>")
-        body.append(to_html(tables["learning_check"], lambda r: "" if r["learned"] == "yes" else "notrun"))
+        body.append(to_html(tables["learning_check"], lambda r: "" if r["learned"] == "yes" else "short"))
     body.append("<h2>Figures</h2>")
     for name, path in figures.items():
         body.append(f'<figure id="fig-{name}"><img alt="{e(FIGURES[name])}" src="{_img(path)}">'
@@ -1401,10 +1401,9 @@ def run(cfg) -> dict:
           f"Green Algorithms; {_energy_text(ledger['not_current']['kwh_codecarbon'])} (CodeCarbon) on runs not current")
     learning = tables["learning_check"].rows
     if learning:
-        failed = [r["variant"] for r in learning if r["learned"] != "yes"]
-        print(f"report: learning check: {len(learning) - len(failed)} of {len(learning)} variants beat silence and "
-              f"the mixture by >= {LEARNING_MARGIN_DB:g} dB on every validation target"
-              + (f"; not: {', '.join(failed)}" if failed else ""))
+        learned = [r["variant"] for r in learning if r["learned"] == "yes"]
+        print(f"report: learning check (>= {LEARNING_MARGIN_DB:g} dB over silence and the mixture on every validation "
+              f"target): {len(learned)} of {len(learning)} variants pass" + (f": {', '.join(learned)}" if learned else ""))
     for note in study.notes:
         print(f"report: note: {note}")
     return summary
