@@ -4,6 +4,7 @@ dvc.yaml names the same paths; tests run stages in a temporary folder with the s
 """
 from pathlib import Path
 
+DVC_LOCK = Path("dvc.lock")  # DVC's record of every stage's command, inputs and outputs
 DATA = Path("data")
 PREPARED = DATA / "prepared"  # output of `prepare`
 MANIFEST = PREPARED / "manifest.json"

@@ -35,10 +35,12 @@ evaluation reopens the training's run.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import json
 import logging
 import math
+import os
 import platform
 import re
 import signal
@@ -53,6 +55,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import yaml
+
+from pipeline import paths
 from pipeline.config import Config, TrackingConfig
 
 PACKAGES = ("torch", "mlflow", "codecarbon", "dvc", "musdb", "museval", "numpy")
@@ -245,6 +250,33 @@ def _stage_kind(stage: str) -> str:
     return _key(stage.split("@", 1)[0])
 
 
+def _upstream(stage: str) -> dict[str, str]:
+    """The DVC stages whose outputs a stage's result is built from, by role."""
+    kind, _, variant = stage.partition("@")
+    if kind in ("train", "forecast"):
+        return {"prepare": "prepare", "sad": "sad"}
+    if kind == "evaluate":
+        return {"prepare": "prepare", "train": f"train@{variant}"}
+    return {}
+
+
+def dvc_lock_tags(stage: str) -> dict[str, str]:
+    """Provenance from DVC: the md5 of the dvc.lock entry (command, hashes of every dependency and
+    output, params) of each stage this one builds on, as recorded when this one starts, as
+    `dvc.lock.<role>`; and `dvc.running_stage`, the stage `dvc repro` says it is running (absent
+    when a command is run by hand). Stages without an entry yet are left out."""
+    tags = {"dvc.running_stage": os.environ["DVC_STAGE"]} if os.environ.get("DVC_STAGE") else {}
+    try:
+        entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):  # no lock file yet, or not one DVC wrote
+        return tags
+    for role, name in _upstream(stage).items():
+        if isinstance(entries.get(name), dict):
+            canonical = json.dumps(entries[name], sort_keys=True, separators=(",", ":"))
+            tags[f"dvc.lock.{role}"] = hashlib.md5(canonical.encode()).hexdigest()
+    return tags
+
+
 def _run_tags(config: Config, stage: str, name: str) -> dict[str, str]:
     from pipeline.energy import detect_hardware
 
@@ -259,6 +291,7 @@ def _run_tags(config: Config, stage: str, name: str) -> dict[str, str]:
         **git,
         **package_versions(),
         **{f"hardware.{k}": str(v) for k, v in detect_hardware().items()},
+        **dvc_lock_tags(stage),
     }
     if git["git.commit"] != "unknown":
         tags["mlflow.source.git.commit"] = git["git.commit"]  # shown by the MLflow UI
@@ -470,6 +503,7 @@ def _open(config: Config, stage: str, run_id: str | None, run_name: str | None) 
         f"{kind}.git.commit": git["git.commit"],
         f"{kind}.git.dirty": git["git.dirty"],
         f"{kind}.host": socket.gethostname(),
+        **{f"{kind}.{k}": v for k, v in dvc_lock_tags(stage).items()},
     }
     # MLflow params cannot change: a value that differs from the training's is kept as a tag.
     tags.update({f"param_changed.{kind}.{k}": v for k, v in params.items() if k in logged and logged[k] != v})

@@ -290,3 +290,30 @@ def test_runs_table_lists_every_run_failed_ones_too(store, tmp_path):
     assert tracking.find_run(cfg.tracking, "base", finished_only=False) == table["run_id"].iloc[-1]
     empty = tracking.runs_table(dataclasses.replace(cfg.tracking, experiment="never-used"))
     assert empty.empty and list(empty.columns) == tracking.RUNS_COLUMNS
+
+
+def test_runs_record_the_dvc_lock_entries_they_build_on(store, tmp_path, monkeypatch):
+    cfg = make_config(store, "provenance")
+    monkeypatch.chdir(tmp_path)
+    lock = {"schema": "2.0", "stages": {
+        "prepare": {"cmd": "sepcost prepare", "outs": [{"path": "data/prepared", "md5": "a1.dir"}]},
+        "sad": {"cmd": "sepcost sad", "deps": [{"path": "data/prepared", "md5": "a1.dir"}]},
+    }}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))  # JSON is YAML
+    monkeypatch.setenv("DVC_STAGE", "train@base")
+    with tracking.run(cfg, "train@base") as trained:
+        pass
+    lock["stages"]["train@base"] = {"cmd": "sepcost train --variant base", "outs": [{"path": "models/base"}]}
+    (tmp_path / "dvc.lock").write_text(json.dumps(lock))
+    monkeypatch.setenv("DVC_STAGE", "evaluate@base")
+    with tracking.run(cfg, "evaluate@base", run_id=trained.run_id):
+        pass
+
+    tags = client_for(cfg).get_run(trained.run_id).data.tags
+    assert tags["dvc.running_stage"] == "train@base" and tags["evaluate.dvc.running_stage"] == "evaluate@base"
+    assert set(k for k in tags if k.startswith("dvc.lock.")) == {"dvc.lock.prepare", "dvc.lock.sad"}
+    assert tags["dvc.lock.prepare"] == tags["evaluate.dvc.lock.prepare"]  # the same entry, the same hash
+    assert len(tags["evaluate.dvc.lock.train"]) == 32 and "evaluate.dvc.lock.sad" not in tags
+    monkeypatch.delenv("DVC_STAGE")
+    (tmp_path / "dvc.lock").unlink()
+    assert tracking.dvc_lock_tags("train@base") == {}  # run by hand, before any `dvc repro`
