@@ -4,8 +4,8 @@ The same training (a variant's models, epochs of steps and validation passes wit
 bookkeeping, the same seed) runs in this process bare, with no energy meter and no MLflow run, and
 as `sepcost train` wraps it: inside an MLflow run and a CodeCarbon + Green Algorithms meter, with
 per-epoch energy tasks, batched per-epoch metrics and the run's final logging. Short epochs make
-the fixed per-epoch cost of tracking weigh more, so the default schedule is on the strict side. Imports are done before either
-is timed. Prints both times and the overhead ratio; target <= 3 %.
+the fixed per-epoch cost of tracking weigh more, so the default schedule is on the strict side.
+Imports are done before either is timed. Prints both times and the overhead ratio; target <= 3 %.
 
 Uses data/prepared and data/sad of the study in the working directory (`dvc repro prepare sad`),
 or builds them from params.yaml in a temporary folder when they are missing.
@@ -108,8 +108,8 @@ def main() -> None:
         valid = load_validation_tracks(cfg, manifest)
         torch.manual_seed(0)
         # Warm-up, untimed: first imports and allocations, the CodeCarbon hardware probe, the store.
-        tracked(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=1, epoch_items=2 * cfg.train.batch_size)),
-                manifest, valid, device, Path("warmup"))
+        warmup = dataclasses.replace(cfg.train, max_epochs=1, epoch_items=2 * cfg.train.batch_size)
+        tracked(dataclasses.replace(cfg, train=warmup), manifest, valid, device, Path("warmup"))
         times = {"bare": [], "tracked": []}
         for i in range(args.repeats):
             times["bare"].append(bare(cfg, manifest, valid, device))

@@ -75,7 +75,8 @@ def _write_synthetic(cfg: Config, root: Path) -> Manifest:
     # Songs are rendered on every core, in order; each is written as soon as it is ready.
     with ProcessPoolExecutor(os.cpu_count() or 1) as pool:
         songs = pool.map(synth.render_song, [job[3] for job in jobs], repeat(sr), repeat(syn.song_s))
-        for (split, subset, name, _), stems in tqdm(zip(jobs, songs), total=len(jobs), desc="prepare: synthetic songs", unit="song"):
+        progress = tqdm(zip(jobs, songs), total=len(jobs), desc="prepare: synthetic songs", unit="song")
+        for (split, subset, name, _), stems in progress:
             frames = _write_song(root / subset / name, stems, sr)
             tracks.append(Track(name=name, split=split, folder=f"{subset}/{name}", frames=frames))
 

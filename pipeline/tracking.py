@@ -639,7 +639,8 @@ def energy_timeline(cfg: TrackingConfig):
                 if key not in r.data.metrics:
                     continue
                 spent = 0.0
-                for point in sorted(client.get_metric_history(r.info.run_id, key), key=lambda p: (p.timestamp, p.step)):
+                history = client.get_metric_history(r.info.run_id, key)
+                for point in sorted(history, key=lambda p: (p.timestamp, p.step)):
                     if math.isfinite(point.value) and point.value > spent:
                         step = steps.setdefault(point.timestamp, {"codecarbon": 0.0, "green_algorithms": 0.0})
                         step[method] += point.value - spent
