@@ -1,4 +1,4 @@
-"""Benchmark: museval's BSSEval v4 against sepcost's default path (`pipeline.bsseval`, torch).
+"""Benchmark: museval's BSSEval v4 against sepcost's default path (`pipeline.evaluation.bsseval`, torch).
 
 One run scores the same generated track (30 s, 44.1 kHz, stereo, four targets: broadband noise
 through different random filters with amplitude envelopes, the first two seconds of vocals silent;
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-TARGETS = ("vocals", "bass", "drums", "other")
 GOALS = {"speed": 20.0, "memory": 0.25, "db": 0.01}
 
 
@@ -88,7 +87,7 @@ def _peak_mib() -> float:
 
 
 def worker(method: str, data: Path, out: Path, repeat: int, device: str) -> None:
-    from pipeline.bsseval import bss_eval_v4  # imports before the baseline: not the method's memory
+    from pipeline.evaluation.bsseval import bss_eval_v4  # imports before the baseline: not the method's memory
 
     if method == "museval":
         import museval.metrics  # noqa: F401

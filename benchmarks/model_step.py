@@ -44,13 +44,13 @@ def spec_for(size: str, checkpoint_blocks: int) -> dict:
     """The separator spec of a benchmarked size: "paper" (base) or "default" (params.yaml's base)."""
     import dataclasses
 
-    from pipeline import config as config_module
+    from pipeline import config
 
     if size == "paper":
-        bsrnn = dataclasses.asdict(config_module.BsrnnConfig())  # the dataclass defaults are the paper's
-        stft = {"n_fft": 2048, "hop": 512}
+        bsrnn = dataclasses.asdict(config.BsrnnConfig())  # the schema's defaults are the paper's
+        stft = dataclasses.asdict(config.StftConfig())
     else:
-        cfg = config_module.load(ROOT / "params.yaml")
+        cfg = config.load(ROOT / "params.yaml")
         bsrnn = dataclasses.asdict(cfg.model.bsrnn)
         stft = {"n_fft": cfg.stft.n_fft, "hop": cfg.stft.hop}
     bsrnn["checkpoint_blocks"] = checkpoint_blocks

@@ -1,7 +1,7 @@
 """Items per second of the training sampler (one worker, 3 s stereo items) on the default data.
 
 Baseline, measured in the same run: the same items with the cache off, every excerpt read from
-disk by soundfile (what the sampler falls back to when the training set exceeds data.cache_gb).
+disk by soundfile (what the sampler falls back to when the training set exceeds runtime.cache_gb).
 Target: >= 200 items/s, so that data loading never starves a GPU step.
 
 Uses data/prepared and data/sad of the study in the working directory (`dvc repro prepare sad`),
@@ -22,9 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline import config, paths  # noqa: E402
-from pipeline.audio import load_manifest  # noqa: E402
 from pipeline.cli import main as sepcost  # noqa: E402
-from pipeline.sampler import TrackStore, TrainingSampler  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.data.sampler import TrackStore, TrainingSampler  # noqa: E402
 
 TARGET_ITEMS_PER_S = 200
 

@@ -30,18 +30,23 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from pipeline import config, energy, paths, plan, tracking  # noqa: E402
-from pipeline.audio import load_manifest  # noqa: E402
+from pipeline import config, paths, tracking  # noqa: E402
 from pipeline.cli import main as sepcost  # noqa: E402
-from pipeline.sampler import TrackStore  # noqa: E402
-from pipeline.train import _epoch, load_validation_tracks, make_slot, pick_device  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.data.sampler import TrackStore  # noqa: E402
+from pipeline.energy.meter import EnergyMeter  # noqa: E402
+from pipeline.runtime import pick_device  # noqa: E402
+from pipeline.specs import separator_specs  # noqa: E402
+from pipeline.training.loop import run_epoch  # noqa: E402
+from pipeline.training.slot import make_slot  # noqa: E402
+from pipeline.training.validation import load_validation_tracks  # noqa: E402
 
 TARGET = 0.03
 
 
 def build(cfg, manifest, device):
-    store = TrackStore(manifest, manifest.split("train"), cfg.data.cache_gb)
-    return [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(plan.separator_specs(cfg))]
+    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    return [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
 
 
 class NoMeter:
@@ -57,7 +62,7 @@ def bare(cfg, manifest, valid, device) -> float:
     history: list[dict] = []
     started = time.perf_counter()
     for epoch in range(cfg.train.max_epochs):
-        history.append(_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, NoMeter(), history))
+        history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, NoMeter(), history))
     return time.perf_counter() - started
 
 
@@ -67,11 +72,11 @@ def tracked(cfg, manifest, valid, device, out: Path) -> float:
     started = time.perf_counter()
     tracking.configure(cfg.tracking)
     with tracking.run(cfg, stage="benchmark@tracking_overhead") as mlrun:
-        meter = energy.EnergyMeter(cfg.energy, out_dir=out, project_name="tracking_overhead")
+        meter = EnergyMeter(cfg.energy, out_dir=out, project_name="tracking_overhead")
         mlrun.watch_energy(meter)
         with meter:
             for epoch in range(cfg.train.max_epochs):
-                row = _epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history)
+                row = run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history)
                 history.append(row)
                 mlrun.log_epoch(epoch, row)
         mlrun.log_metrics({"valid_usdr_avg": history[-1]["valid_usdr_avg"]})
@@ -97,13 +102,13 @@ def main() -> None:
         print(f"no prepared data: building it in {workdir}")
         assert sepcost(["prepare"]) == 0 and sepcost(["sad"]) == 0
     try:
-        cfg = study.resolve(args.variant)
+        cfg = config.resolve(study, args.variant)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_epochs=args.epochs, patience=args.epochs,
                                                                  epoch_items=args.epoch_items))
         # The benchmark's own MLflow store and artifacts, in the temporary folder.
         cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, uri="sqlite:///bench.db",
                                                                     artifacts="bench-artifacts"))
-        device = pick_device(cfg.train.device)
+        device = pick_device(cfg.runtime.device)
         manifest = load_manifest()
         valid = load_validation_tracks(cfg, manifest)
         torch.manual_seed(0)
@@ -121,7 +126,7 @@ def main() -> None:
     b, t = min(times["bare"]), min(times["tracked"])
     overhead = t / b - 1.0
     steps = cfg.train.epoch_items // cfg.train.batch_size
-    print(f"variant {args.variant}: {cfg.train.max_epochs} epochs x {steps} steps of {len(plan.separator_specs(cfg))} models "
+    print(f"variant {args.variant}: {cfg.train.max_epochs} epochs x {steps} steps of {len(separator_specs(cfg))} models "
           f"+ validation, best of {args.repeats}")
     print(f"  bare:    {b:7.1f} s   (runs: {', '.join(f'{x:.1f}' for x in times['bare'])})")
     print(f"  tracked: {t:7.1f} s   (runs: {', '.join(f'{x:.1f}' for x in times['tracked'])})")

@@ -12,10 +12,11 @@ import inspect
 
 from torch import nn
 
+from model.bands import RECIPES
 from model.bsrnn import BSRNN
 from model.umx import OpenUnmix
 
-TARGETS = ("vocals", "bass", "drums", "other")
+KNOWN_TARGETS = frozenset(RECIPES) - {"joint"}  # the sources the band-split recipes are made for
 _BUILT_FROM_TOP = ("targets", "sample_rate", "n_fft", "hop")
 
 
@@ -32,8 +33,8 @@ def build_separator(spec: dict) -> nn.Module:
         raise ValueError(f"separator spec: unknown keys {sorted(unknown)}")
     arch = spec.get("arch")
     targets = list(spec.get("targets") or [])
-    if not targets or any(t not in TARGETS for t in targets):
-        raise ValueError(f"separator spec: targets: expected a non-empty list among {TARGETS}, got {targets}")
+    if not targets or any(t not in KNOWN_TARGETS for t in targets):
+        raise ValueError(f"separator spec: targets: expected a non-empty list among {sorted(KNOWN_TARGETS)}, got {targets}")
     stft = spec.get("stft", {})
     common = dict(targets=targets, sample_rate=int(spec.get("sample_rate", 44100)),
                   n_fft=int(stft.get("n_fft", 2048 if arch == "bsrnn" else 4096)),

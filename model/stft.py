@@ -19,13 +19,6 @@ class Stft(nn.Module):
         # Not a parameter and not saved: it is rebuilt from n_fft.
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
-    @property
-    def bins(self) -> int:
-        return self.n_fft // 2 + 1
-
-    def frames(self, samples: int) -> int:
-        return samples // self.hop + 1
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., samples) real -> (..., bins, frames) complex."""
         lead = x.shape[:-1]

@@ -1,11 +1,14 @@
 """The `sepcost` command: one subcommand per stage and per user-facing tool.
 
-`main(argv)` takes the argument list, so tests call the CLI in-process. Stage modules are imported
-inside their handlers: `sepcost --help` and config errors answer without loading torch.
+`main(argv)` takes the argument list, so tests call the CLI in-process. Each command runs the
+module of `pipeline.stages` named in `STAGES`, imported in its handler: `sepcost --help` and config
+errors answer without loading torch, and a test derives from `STAGES` which project modules each
+command of dvc.yaml runs.
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 
@@ -15,84 +18,41 @@ os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 if not sys.stderr.isatty():
     os.environ.setdefault("TQDM_MININTERVAL", "30")
 
-from pipeline import config as config_module  # noqa: E402
+from pipeline import config  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
-
-def _prepare(args, cfg):
-    from pipeline import prepare
-
-    prepare.run(cfg)
-
-
-def _sad(args, cfg):
-    from pipeline import sad
-
-    sad.run(cfg)
-
-
-def _plan(args, cfg):
-    from pipeline import plan
-
-    plan.run(cfg, as_json=args.json)
-
-
-def _train(args, cfg):
-    from pipeline import train
-
-    train.run(cfg, args.variant)
-
-
-def _forecast(args, cfg):
-    from pipeline import forecast
-
-    forecast.run(cfg, args.variant, steps=args.steps)
-
-
-def _evaluate(args, cfg):
-    from pipeline import evaluate
-
-    if args.bounds:
-        evaluate.run_bounds(cfg)
-    else:
-        evaluate.run(cfg, args.variant)
-
-
-def _score(args, cfg):
-    from pipeline import score
-
-    score.run(args.reference_dir, args.estimates_dir, args.json, backend=cfg.eval.bsseval)
-
-
-def _separate(args, cfg):
-    from pipeline import paths
-    from pipeline.separate import separate_files
-    from pipeline.train import pick_device
-
-    cfg.resolve(args.variant)  # an unknown variant is a config error, named as such
-    checkpoint = paths.model_dir(args.variant) / "best.pt"
-    if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model for variant '{args.variant}'; run `dvc repro train@{args.variant}` first")
-    separate_files(args.audio, checkpoint, args.out, cfg.eval, pick_device(cfg.train.device))
-
-
-def _report(args, cfg):
-    from pipeline import report
-
-    report.run(cfg)
-
-
-HANDLERS = {
-    "prepare": _prepare,
-    "sad": _sad,
-    "plan": _plan,
-    "train": _train,
-    "forecast": _forecast,
-    "evaluate": _evaluate,
-    "score": _score,
-    "separate": _separate,
-    "report": _report,
+# The module that runs each command.
+STAGES = {
+    "prepare": "pipeline.stages.prepare",
+    "sad": "pipeline.stages.sad",
+    "plan": "pipeline.stages.plan",
+    "train": "pipeline.stages.train",
+    "forecast": "pipeline.stages.forecast",
+    "evaluate": "pipeline.stages.evaluate",
+    "score": "pipeline.stages.score",
+    "separate": "pipeline.stages.separate",
+    "report": "pipeline.stages.report",
 }
+WITHOUT_PARAMS = ("score",)  # commands that read no params file
+
+
+def _run(args, stage, cfg) -> None:
+    """Call the stage's entry point with what its command line gave."""
+    command = args.command
+    if command in ("prepare", "sad", "report"):
+        stage.run(cfg)
+    elif command == "plan":
+        stage.run(cfg, as_json=args.json)
+    elif command == "train":
+        stage.run(cfg, args.variant)
+    elif command == "forecast":
+        stage.run(cfg, args.variant, steps=args.steps)
+    elif command == "evaluate":
+        stage.run_bounds(cfg) if args.bounds else stage.run(cfg, args.variant)
+    elif command == "score":
+        stage.run(args.reference_dir, args.estimates_dir, args.json, backend=args.bsseval)
+    elif command == "separate":
+        stage.run(cfg, args.variant, args.audio, args.out)
 
 
 def _positive_int(text: str) -> int:
@@ -110,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name, help_text):
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--params", default=str(config_module.DEFAULT_PARAMS), metavar="FILE",
-                       help="params file (default: params.yaml)")
+        if name not in WITHOUT_PARAMS:
+            p.add_argument("--params", default=str(config.DEFAULT_PARAMS), metavar="FILE",
+                           help="params file (default: params.yaml)")
         return p
 
     command("prepare", "write the synthetic data set, or check a real MUSDB18(-HQ) folder, and its manifest")
@@ -127,10 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--variant", metavar="NAME")
     which.add_argument("--bounds", action="store_true", help="the mixture and oracle-IRM reference rows")
-    p = command("score", "score an estimates folder in the MUSDB layout against references")
+    p = command("score", "score an estimates folder in the MUSDB layout against references (no params file needed)")
     p.add_argument("reference_dir", metavar="REFERENCE_DIR")
     p.add_argument("estimates_dir", metavar="ESTIMATES_DIR")
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
+    p.add_argument("--bsseval", choices=("torch", "museval"), default="torch",
+                   help="BSSEval implementation: the fast one (default) or museval itself")
     p = command("separate", "separate audio files with a trained variant")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="wav or flac files, mono or stereo, any sample rate")
     p.add_argument("--variant", required=True, metavar="NAME")
@@ -142,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_module.load(args.params)
-        HANDLERS[args.command](args, cfg)
+        cfg = None if args.command in WITHOUT_PARAMS else config.load(args.params)
+        _run(args, importlib.import_module(STAGES[args.command]), cfg)
     except UserError as err:
         print(f"sepcost {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code

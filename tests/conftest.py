@@ -52,13 +52,17 @@ def prepared_study(tmp_path_factory) -> Path:
     return folder
 
 
+def _working_copy(folder: Path, tmp_path: Path, monkeypatch) -> Path:
+    copy = tmp_path / "study"
+    shutil.copytree(folder, copy)
+    monkeypatch.chdir(copy)
+    return copy
+
+
 @pytest.fixture
 def study(prepared_study, tmp_path, monkeypatch) -> Path:
     """A fresh copy of the prepared study folder as the working directory."""
-    folder = tmp_path / "study"
-    shutil.copytree(prepared_study, folder)
-    monkeypatch.chdir(folder)
-    return folder
+    return _working_copy(prepared_study, tmp_path, monkeypatch)
 
 
 # A study small enough to train in seconds: tiny models, short epochs, one validation/test track.
@@ -95,7 +99,4 @@ def trained_study(prepared_study, tmp_path_factory) -> Path:
 @pytest.fixture
 def trained(trained_study, tmp_path, monkeypatch) -> Path:
     """A fresh copy of the trained study as the working directory (its MLflow store included)."""
-    folder = tmp_path / "study"
-    shutil.copytree(trained_study, folder)
-    monkeypatch.chdir(folder)
-    return folder
+    return _working_copy(trained_study, tmp_path, monkeypatch)

@@ -1,0 +1,257 @@
+"""The one place that touches CodeCarbon: its offline tracker and task API, its packaged carbon
+intensities, and the private attributes that say how it measured on this machine.
+
+CodeCarbon has no public API for the running totals, for how it measures (RAPL, a CPU-load model,
+NVML, a RAM model) or for a task that does not lose the energy since its last sample, so this
+adapter reads and restores a few private attributes. `tests/energy/test_codecarbon_contract.py`
+checks each of them against the installed version, and `pyproject.toml` pins the tested range.
+Imports CodeCarbon (lazily: importing it costs half a second) and `pipeline.errors`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipeline.config.schema import EnergyConfig
+
+# CodeCarbon logs at level warning (hardware guesses, "multiple instances") unless this is set
+# before it is first imported. A level the user set explicitly is respected.
+_USER_LOG_LEVEL = os.environ.get("CODECARBON_LOG_LEVEL")
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+
+_LOGGER = "codecarbon"
+# CodeCarbon's CPU modes, as `methods()["cpu"]` names them.
+_CPU_MODES = {
+    "intel_rapl": "rapl",  # the powercap "intel-rapl" driver, AMD included
+    "windows_emi": "windows_emi",
+    "intel_power_gadget": "power_gadget",
+    "cpu_load": "cpu_load",
+    "constant": "constant",
+}
+EMISSIONS_CSV = "emissions.csv"  # one row per execution, in the meter's folder
+
+
+# ----------------------------------------------------------------------------- carbon intensity
+
+
+@lru_cache(maxsize=1)
+def _energy_mix() -> dict:
+    from codecarbon.input import DataSource
+
+    return DataSource().get_global_energy_mix_data()
+
+
+def known_country(iso: str) -> bool:
+    """Whether CodeCarbon's packaged data has a carbon intensity for this ISO 3166 alpha-3 code."""
+    return iso.strip().upper() in _energy_mix()
+
+
+@lru_cache(maxsize=None)
+def _country_intensity(iso: str) -> float:
+    from codecarbon.core.emissions import Emissions
+    from codecarbon.core.units import Energy
+    from codecarbon.external.geography import GeoMetadata
+    from codecarbon.input import DataSource
+
+    mix = _energy_mix()
+    if iso not in mix:
+        raise ConfigError(
+            f"params: energy.country_iso: CodeCarbon has no carbon intensity for {iso!r} "
+            "(expected a 3-letter ISO country code such as FRA, DEU or USA)"
+        )
+    geo = GeoMetadata(country_iso_code=iso, country_name=mix[iso].get("country_name"))
+    kg = Emissions(DataSource()).get_private_infra_emissions(Energy.from_energy(kWh=1.0), geo)
+    return float(kg) * 1000.0
+
+
+def carbon_intensity(cfg: EnergyConfig) -> float:
+    """g CO2e per kWh: `energy.carbon_intensity_g_per_kwh` if > 0, else CodeCarbon's figure for
+    `energy.country_iso` from its packaged data (what its offline tracker applies)."""
+    if cfg.carbon_intensity_g_per_kwh > 0:
+        return float(cfg.carbon_intensity_g_per_kwh)
+    return _country_intensity(cfg.country_iso.strip().upper())
+
+
+# ----------------------------------------------------------------------------- the tracker
+
+
+class _CapturedLog(logging.Handler):
+    """Keeps CodeCarbon's error records (instead of printing them) so they travel with the result."""
+
+    def __init__(self, limit: int = 20):
+        super().__init__(level=logging.ERROR)
+        self.messages: list[str] = []
+        self._limit = limit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if len(self.messages) < self._limit:
+            self.messages.append(record.getMessage())
+
+
+def _quiet() -> bool:
+    level = (_USER_LOG_LEVEL or "error").strip().lower()
+    return level in ("error", "critical", "fatal")
+
+
+class Tracker:
+    """CodeCarbon's `OfflineEmissionsTracker` over one execution (no network, machine scope).
+
+    `status` says whether it runs ("ok", or why not); while it does not, every figure is 0 and the
+    meter's result says so rather than passing 0 kWh off as a measurement.
+    """
+
+    def __init__(self, cfg: EnergyConfig, out_dir: Path, project_name: str, intensity_g_per_kwh: float):
+        self.cfg = cfg
+        self.out_dir = out_dir
+        self.project_name = project_name
+        self.intensity_g_per_kwh = intensity_g_per_kwh
+        self.status = "not started"
+        self.ok = False  # started; stays True after a failure at stop, whose totals still count
+        self._tracker = None
+        self._log = _CapturedLog()
+
+    def start(self) -> None:
+        from codecarbon import OfflineEmissionsTracker
+        from codecarbon.output_methods.base_output import OutputMethod
+
+        self._capture_logger()
+        try:
+            tracker = OfflineEmissionsTracker(
+                project_name=self.project_name,
+                experiment_name=self.project_name,  # names the task CSV: emissions_<name>_<id>.csv
+                measure_power_secs=self.cfg.measure_power_s,
+                output_dir=str(self.out_dir),
+                output_file=EMISSIONS_CSV,
+                output_methods=[OutputMethod.CSV],
+                on_csv_write="append",
+                country_iso_code=self.cfg.country_iso.strip().upper(),
+                pue=self.cfg.pue,
+                force_carbon_intensity_g_co2e_kwh=self.intensity_g_per_kwh,
+                tracking_mode="machine",
+                allow_multiple_runs=True,  # no lock file: a killed run must not disable the next
+                log_level="error" if _quiet() else _USER_LOG_LEVEL,
+            )
+            self._capture_logger()  # the tracker's constructor re-adds a console handler
+            tracker.start()
+        except Exception as err:
+            self.status = f"failed: {type(err).__name__}: {err}"
+            return
+        self._tracker = tracker
+        self.ok = getattr(tracker, "_start_time", None) is not None
+        self.status = "ok" if self.ok else "failed to start"
+
+    def stop(self) -> None:
+        """Measure the tail and write the CSV; keeps CodeCarbon's logged errors for `methods`."""
+        if self.ok:
+            try:
+                self._tracker.stop()
+            except Exception as err:  # CodeCarbon suppresses most errors itself
+                self.status = f"failed at stop: {err}"
+        logging.getLogger(_LOGGER).removeHandler(self._log)
+
+    def _capture_logger(self) -> None:
+        if not _quiet():
+            return
+        logger = logging.getLogger(_LOGGER)
+        logger.setLevel(logging.ERROR)
+        logger.handlers = [h for h in logger.handlers
+                           if isinstance(h, (logging.FileHandler, _CapturedLog))
+                           or not isinstance(h, logging.StreamHandler)]
+        if self._log not in logger.handlers:
+            logger.addHandler(self._log)
+
+    def totals(self, measure: bool) -> dict[str, float]:
+        """kWh so far (with the PUE) in all and by part; measures first when asked and running."""
+        t = self._tracker
+        if not self.ok:
+            return {"energy": 0.0, "cpu": 0.0, "gpu": 0.0, "ram": 0.0}
+        if measure and getattr(t, "_start_time", None) is not None:
+            try:
+                # Between its scheduled samples CodeCarbon has not yet counted the energy since the
+                # last one; flush() would measure too but also append a row to the CSV.
+                t._measure_power_and_energy_if_stale(0.2)
+            except Exception:
+                pass
+        return {"energy": float(t._total_energy.kWh), "cpu": float(t._total_cpu_energy.kWh),
+                "gpu": float(t._total_gpu_energy.kWh), "ram": float(t._total_ram_energy.kWh)}
+
+    def start_task(self, name: str) -> bool:
+        """Start CodeCarbon's task `name`; False when the tracker cannot (the task is then unmeasured)."""
+        if not self.ok:
+            return False
+        t = self._tracker
+        try:
+            # start_task forgets the energy since CodeCarbon's last sample and resets its run clock:
+            # measure first, and put the clock back so its CSV's duration holds.
+            run_start = t._start_time
+            t._measure_power_and_energy()
+            t.start_task(name)
+            t._start_time = run_start
+        except Exception:
+            return False
+        return True
+
+    def stop_task(self) -> dict[str, float] | None:
+        """The task's kWh in all and by part (energy, cpu, gpu, ram), or None if CodeCarbon failed."""
+        try:
+            data = self._tracker.stop_task()
+        except Exception:
+            return None
+        return {"energy": float(data.energy_consumed), "cpu": float(data.cpu_energy),
+                "gpu": float(data.gpu_energy), "ram": float(data.ram_energy)}
+
+    def methods(self) -> dict:
+        """How CodeCarbon measures here, read from the hardware objects it set up."""
+        out: dict = {"codecarbon": self.status}
+        if self._log.messages:
+            out["codecarbon_errors"] = " | ".join(self._log.messages)[:2000]
+        tracker = self._tracker
+        if tracker is None:
+            return out
+        for hw in getattr(tracker, "_hardware", []):
+            kind = type(hw).__name__
+            if kind == "CPU":
+                mode = getattr(hw, "_mode", "unknown")
+                out["cpu"] = _CPU_MODES.get(mode, mode)
+                if mode in ("cpu_load", "constant") and getattr(hw, "_tdp", None):
+                    out["cpu_tdp_w"] = float(hw._tdp)  # CodeCarbon's TDP for the whole CPU
+            elif kind == "GPU":
+                devices = getattr(getattr(hw, "devices", None), "devices", [])
+                nvidia = any(type(d).__name__ == "NvidiaGPUDevice" for d in devices)
+                out["gpu"] = "nvml" if nvidia else "amdsmi"
+                out["gpu_count"] = len(getattr(hw, "gpu_ids", None) or devices)
+            elif kind == "RAM":
+                if getattr(hw, "_force_ram_power", None) is not None:
+                    out["ram"] = "constant"
+                else:
+                    out["ram"] = f"dimm_model_{getattr(hw, '_tracking_mode', 'machine')}"
+            elif kind == "AppleSiliconChip":
+                out["cpu" if hw.chip_part == "CPU" else "gpu"] = "powermetrics"
+            elif kind == "Raspberry":
+                out["cpu" if hw.chip_part == "CPU" else "ram"] = "raspberry_pmic"
+        out["tracking_mode"] = getattr(tracker, "_tracking_mode", "machine")
+        out["measure_power_s"] = self.cfg.measure_power_s
+        ram_power = getattr(getattr(tracker, "_ram_power", None), "W", None)
+        if ram_power:
+            out["ram_power_w"] = round(float(ram_power), 3)
+        try:
+            from codecarbon import __version__
+
+            out["codecarbon_version"] = __version__
+        except ImportError:
+            pass
+        return out
+
+    def files(self) -> list[Path]:
+        """CodeCarbon's CSVs of this execution that exist: the emissions CSV, then the task CSV."""
+        out = [self.out_dir / EMISSIONS_CSV]
+        run_id = getattr(self._tracker, "run_id", None)
+        if run_id is not None:
+            out.append(self.out_dir / f"emissions_{self.project_name}_{run_id}.csv")
+        return [p for p in out if p.is_file()]

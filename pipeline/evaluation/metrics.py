@@ -1,0 +1,82 @@
+"""Separation metrics: uSDR (the replication's per-track SDR) and BSSEval v4 aggregates (cSDR).
+
+uSDR of a track = 10 log10((sum s^2 + eps) / (sum (s - s_hat)^2 + eps)) over all its channels and
+samples, eps = 1e-7; the data-set figure is the mean over tracks. cSDR is museval's: the median of
+the 1 s framewise BSSEval v4 SDR over a track's frames, then the median over tracks. Imports the
+project's BSSEval and `pipeline.names`.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+
+import numpy as np
+import torch
+
+from pipeline.evaluation.bsseval import bss_eval_v4, median_over_frames
+from pipeline.names import AVG, SCORES, score_key
+
+EPS = 1e-7
+MUSEVAL_ORDER = ("sdr", "sir", "sar", "isr")  # the metrics of a frame in museval's JSON, in its order
+
+
+def usdr(reference, estimate) -> np.ndarray:
+    """uSDR in dB over the last two axes (channels, samples): (..., channels, samples) -> (...)."""
+    reference = torch.as_tensor(reference, dtype=torch.float64)
+    estimate = torch.as_tensor(estimate, dtype=torch.float64)
+    signal = reference.square().sum(dim=(-2, -1))
+    error = (reference - estimate).square().sum(dim=(-2, -1))
+    return (10.0 * torch.log10((signal + EPS) / (error + EPS))).numpy()
+
+
+def score_track(references, estimates, targets, sample_rate: int, backend: str = "torch", device="cpu") -> tuple[dict, dict]:
+    """Every metric of one track, all targets evaluated together as museval requires.
+
+    references, estimates: (targets, channels, samples). Returns the per-target summary
+    {target: {"usdr", "csdr", "sir", "sar", "isr"}} (BSSEval figures are medians over 1 s frames)
+    and the framewise BSSEval scores {"sdr", "sir", "sar", "isr"}: arrays (targets, frames).
+    """
+    frames = bss_eval_v4(references, estimates, sample_rate, backend=backend, device=device)
+    medians = median_over_frames(frames)
+    track_usdr = usdr(references, estimates)
+    summary = {
+        t: {
+            "usdr": float(track_usdr[i]),
+            "csdr": float(medians["sdr"][i]),
+            "sir": float(medians["sir"][i]),
+            "sar": float(medians["sar"][i]),
+            "isr": float(medians["isr"][i]),
+        }
+        for i, t in enumerate(targets)
+    }
+    return summary, frames
+
+
+def aggregate(tracks: dict[str, dict], targets) -> dict[str, float]:
+    """Data-set figures `usdr_vocals` ... `isr_avg`: uSDR is the mean over tracks, BSSEval figures
+    the median over tracks; `_avg` is the mean over targets."""
+    result = {}
+    for t in targets:
+        result[score_key("usdr", t)] = float(np.mean([s[t]["usdr"] for s in tracks.values()]))
+        for metric in SCORES[1:]:
+            result[score_key(metric, t)] = float(np.nanmedian([s[t][metric] for s in tracks.values()]))
+    for metric in SCORES:
+        result[score_key(metric, AVG)] = float(np.mean([result[score_key(metric, t)] for t in targets]))
+    return result
+
+
+def museval_json(frames: dict, targets) -> dict:
+    """Framewise scores in museval's per-track JSON schema (1 s frames; NaN where museval has NaN)."""
+    return {
+        "museval_version": importlib.metadata.version("museval"),
+        "targets": [
+            {
+                "name": target,
+                "frames": [
+                    {"time": float(j), "duration": 1.0,
+                     "metrics": {m.upper(): float(frames[m][i][j]) for m in MUSEVAL_ORDER}}
+                    for j in range(len(frames["sdr"][i]))
+                ],
+            }
+            for i, target in enumerate(targets)
+        ],
+    }

@@ -1,0 +1,220 @@
+"""The whole-study energy ledger, read from the MLflow store: every run, whatever its status.
+
+`runs_table` lists every run of the study's experiment (deleted ones flagged) with the energy of
+every execution logged into it (the `<prefix>ledger_*` metrics that `pipeline.tracking.run` logs,
+for each prefix of the run's `energy.prefixes` tag); `energy_timeline` says when that energy was
+spent. `load_runs` gives each run its category against the current metrics files (a run is current
+when its id is the `mlflow_run_id` of one), and `summarize_ledger` totals them by method and
+category, household-years included. The write side is `pipeline.tracking.run`'s.
+Imports `pipeline.names`, `pipeline.errors`, `pipeline.tracking.store`, the report's inputs, pandas.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping
+
+from pipeline.errors import UserError
+from pipeline.names import CO2, DURATION, ENERGY_PREFIXES_TAG, EVAL, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, \
+    LEDGER, METHODS, RUN, kwh_key
+from pipeline.report.inputs import Study, fsum
+from pipeline.tracking import store
+
+# The replication's equivalence: its ~23,000 kWh are "about 15 household-years" of electricity.
+PAPER_TOTAL_KWH = 23000.0
+PAPER_HOUSEHOLD_YEARS = 15.0
+KWH_PER_HOUSEHOLD_YEAR = PAPER_TOTAL_KWH / PAPER_HOUSEHOLD_YEARS
+
+
+def kwh_column(method: str) -> str:
+    """The ledger's (and the tables') energy column of a method, summed over executions."""
+    return f"kwh_{method}"
+
+
+KWH_CC, KWH_GA = (kwh_column(m) for m in METHODS)  # kwh_codecarbon, kwh_green_algorithms
+KG_CO2E = "kg_co2e"
+
+# MLflow metrics the runs table copies as they are: the last training execution's, the last
+# evaluation's and the run's totals (earlier executions of a resumed training included).
+_COPIED = [*(RUN + kwh_key(m) for m in METHODS), *(EVAL + RUN + kwh_key(m) for m in METHODS),
+           *(kwh_key(m) for m in METHODS)]
+RUNS_COLUMNS = [
+    "run_id", "run_name", "variant", "stage", "stages", "status", "deleted", "start_time", "end_time",
+    KWH_CC, KWH_GA, KG_CO2E, DURATION, *_COPIED, "git_commit", "git_dirty", "host",
+]
+TIMELINE_COLUMNS = ["time", "run_id", "status", KWH_CC, KWH_GA]
+# A run logged before the tag existed was metered by training (no prefix) and evaluation.
+_DEFAULT_PREFIXES = json.dumps(["", EVAL])
+
+# Ledger categories, in the order the ledger lists them; every run falls in exactly one.
+CATEGORIES = {
+    "current": "current results",
+    "superseded": "superseded (finished, result replaced)",
+    "failed": "failed",
+    "killed": "killed",
+    "unfinished": "unfinished (still running or lost)",
+    "other": "forecasts and other stages",
+}
+RESULT_STAGES = ("train", "evaluate")  # stages whose runs produce a metrics file
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def _energy_prefixes(run) -> list[str]:
+    return json.loads(run.data.tags.get(ENERGY_PREFIXES_TAG, _DEFAULT_PREFIXES))
+
+
+def energy_timeline(cfg):
+    """When the study's energy was spent: one row per logged step of a run's `<prefix>ledger_*`
+    energy (after every training epoch, at the end of every execution), with the energy spent since
+    the previous step by both methods. Summed over a run, the rows give its runs_table energy; in
+    time order they give the study's cumulative energy, a run reopened for evaluation hours after
+    its training included. `cfg` is the TrackingConfig."""
+    import pandas as pd
+
+    client = store.client(cfg)
+    rows = []
+    for r in store.every_run(cfg):
+        steps: dict[int, dict[str, float]] = {}
+        for prefix in _energy_prefixes(r):
+            for method in METHODS:
+                key = f"{prefix}{LEDGER}{kwh_key(method)}"
+                if key not in r.data.metrics:
+                    key = f"{prefix}{RUN}{kwh_key(method)}"
+                if key not in r.data.metrics:
+                    continue
+                spent = 0.0
+                history = client.get_metric_history(r.info.run_id, key)
+                for point in sorted(history, key=lambda p: (p.timestamp, p.step)):
+                    if math.isfinite(point.value) and point.value > spent:
+                        step = steps.setdefault(point.timestamp, dict.fromkeys(METHODS, 0.0))
+                        step[method] += point.value - spent
+                        spent = point.value
+        rows += [{"time": pd.to_datetime(ms, unit="ms", utc=True), "run_id": r.info.run_id,
+                  "status": r.info.status, **{kwh_column(m): kwh[m] for m in METHODS}}
+                 for ms, kwh in sorted(steps.items())]
+    table = pd.DataFrame(rows, columns=TIMELINE_COLUMNS)
+    return table.sort_values("time", kind="stable", ignore_index=True)
+
+
+def _sum_executions(metrics: Mapping[str, float], prefixes: list[str], key: str) -> float:
+    values = [metrics.get(f"{p}{LEDGER}{key}", metrics.get(f"{p}{RUN}{key}", math.nan)) for p in prefixes]
+    return float(sum(v for v in values if math.isfinite(v)))
+
+
+def runs_table(cfg):
+    """Every run of the study's experiment, whatever its status (deleted ones flagged), one row each:
+    times, status, variant, stage, and the energy each execution spent by both methods.
+
+    `kwh_codecarbon` / `kwh_green_algorithms` / `kg_co2e` / `duration_s` add up every execution
+    logged into the run (training and evaluation: `<prefix>ledger_*` for each prefix in the run's
+    `energy.prefixes` tag), so summing a column over the table gives the whole study without
+    counting resumed work twice nor forgetting a repeated evaluation. `cfg` is the TrackingConfig."""
+    import pandas as pd
+
+    rows = []
+    for r in store.every_run(cfg):
+        m, t = r.data.metrics, r.data.tags
+        prefixes = _energy_prefixes(r)
+        rows.append({
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "variant": t.get("variant", ""),
+            "stage": t.get("dvc.stage", ""),
+            "stages": t.get("dvc.stages", ""),
+            "status": r.info.status,
+            "deleted": r.info.lifecycle_stage == "deleted",
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
+            "end_time": (pd.to_datetime(r.info.end_time, unit="ms", utc=True)
+                         if r.info.end_time else pd.NaT),
+            KWH_CC: _sum_executions(m, prefixes, KWH_CODECARBON),
+            KWH_GA: _sum_executions(m, prefixes, KWH_GREEN_ALGORITHMS),
+            KG_CO2E: _sum_executions(m, prefixes, CO2),
+            DURATION: _sum_executions(m, prefixes, DURATION),
+            **{key: m.get(key, math.nan) for key in _COPIED},
+            "git_commit": t.get("git.commit", ""),
+            "git_dirty": t.get("git.dirty", ""),
+            "host": t.get("host", ""),
+        })
+    return pd.DataFrame(rows, columns=RUNS_COLUMNS)
+
+
+# ----------------------------------------------------------------------------- the ledger
+
+
+def load_runs(cfg, study: Study):
+    """Every run of the study's MLflow experiment with its ledger category (an empty table when the
+    store holds none, or does not exist yet: reading it would create it)."""
+    import pandas as pd
+
+    store.configure(cfg.tracking)
+    uri, _ = store.resolved(cfg.tracking)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+        table = pd.DataFrame(columns=RUNS_COLUMNS)
+        study.notes.append(f"no MLflow store at {uri[len('sqlite:///'):]}: the ledger has no runs")
+    else:
+        try:
+            table = runs_table(cfg.tracking)
+        except Exception as err:
+            raise UserError(f"{cfg.params_file}: tracking.uri: cannot read the MLflow store {uri} "
+                            f"({type(err).__name__}: {err})") from None
+    table = table.copy()
+    table["category"] = [_category(r, study.current_ids) for r in table.to_dict("records")]
+    table["current"] = table["category"] == "current"
+    return table
+
+
+def load_timeline(cfg, runs):
+    """When the runs' energy was spent (`energy_timeline`); empty when the store has no runs."""
+    import pandas as pd
+
+    if runs.empty:
+        return pd.DataFrame(columns=TIMELINE_COLUMNS)
+    return energy_timeline(cfg.tracking)
+
+
+def _category(run: dict, current_ids: dict) -> str:
+    if run["run_id"] in current_ids:
+        return "current"
+    status = str(run.get("status", ""))
+    if status == "FAILED":
+        return "failed"
+    if status == "KILLED":
+        return "killed"
+    if status != "FINISHED":
+        return "unfinished"
+    kind = str(run.get("stage", "")).split("@", 1)[0]
+    return "superseded" if kind in RESULT_STAGES else "other"
+
+
+def summarize_ledger(runs, cfg) -> dict:
+    """Totals by method and by category; every value is a plain number for JSON."""
+    uri, _ = store.resolved(cfg.tracking)
+
+    def totals(part) -> dict:
+        kwh_cc, kwh_ga = fsum(part[KWH_CC]), fsum(part[KWH_GA])
+        return {"runs": int(len(part)), KWH_CC: kwh_cc, KWH_GA: kwh_ga,
+                KG_CO2E: fsum(part[KG_CO2E]), DURATION: fsum(part[DURATION]),
+                "household_years_codecarbon": kwh_cc / KWH_PER_HOUSEHOLD_YEAR,
+                "household_years_green_algorithms": kwh_ga / KWH_PER_HOUSEHOLD_YEAR}
+
+    everything = totals(runs)
+    statuses = runs["status"].astype(str).value_counts().to_dict() if len(runs) else {}
+    return {
+        **everything,
+        "runs_by_status": {str(k): int(v) for k, v in sorted(statuses.items())},
+        "failed_runs": int(statuses.get("FAILED", 0)),
+        "killed_runs": int(statuses.get("KILLED", 0)),
+        "deleted_runs": int(runs["deleted"].astype(bool).sum()) if len(runs) else 0,
+        "current": totals(runs[runs["current"]]),
+        "not_current": totals(runs[~runs["current"].astype(bool)]),
+        "categories": {name: totals(runs[runs["category"] == name]) for name in CATEGORIES},
+        "kwh_per_household_year": KWH_PER_HOUSEHOLD_YEAR,
+        "tracking_uri": uri,
+        "experiment": cfg.tracking.experiment,
+        "definition": ("a run is current when its id is the mlflow_run_id of a current metrics/train or "
+                       "metrics/eval file; 'not current' adds up every other run (superseded results, failed "
+                       "and killed runs, forecasts), whose energy was spent all the same"),
+    }

@@ -1,0 +1,57 @@
+"""Where and how the computation runs: the device, mixed precision and CPU threads.
+
+These are machine knobs (params section `runtime`): they change how fast a result comes, never
+the result, so they never enter a fingerprint. Imports torch only.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Iterator
+
+import torch
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cores(threads: int = 0) -> int:
+    """The CPU threads to use: `threads`, or every core when it is 0."""
+    return threads if threads > 0 else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def side_by_side(count: int, device: torch.device, threads: int = 0) -> Iterator[tuple[ThreadPoolExecutor, int]]:
+    """A thread pool for `count` independent jobs (models, tracks) on the CPU, the cores shared
+    among the workers; on a GPU, one worker.
+
+    The models of a CPU-sized study are too small for torch's intra-op threads (a step takes as
+    long on one thread as on two), so independent models trained or run side by side in threads,
+    which torch's kernels let run in parallel, use the cores instead. Results do not depend on the
+    number of workers. Yields the pool and its number of workers.
+    """
+    available = cores(threads)
+    workers = 1 if device.type != "cpu" else max(1, min(count, available))
+    previous = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, available // workers))
+    elif threads > 0:
+        torch.set_num_threads(threads)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sepcost")
+    try:
+        yield pool, workers
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(previous)

@@ -1,0 +1,57 @@
+"""Stage `sad`: source activity detection per target over the training tracks.
+
+Writes data/sad/<target>.csv (the active windows) and data/sad/summary.json; a target with no
+active window anywhere is an error, not an empty result.
+"""
+from __future__ import annotations
+
+import csv
+
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.atomic import replacing, write_json
+from pipeline.config import Config
+from pipeline.data.audio import read_wav
+from pipeline.data.manifest import load_manifest
+from pipeline.data.sad import CSV_HEADER, active_windows
+from pipeline.errors import UserError
+
+
+def run(cfg: Config) -> dict:
+    manifest = load_manifest()
+    tracks = manifest.split("train")
+    if not tracks:
+        raise UserError(f"{paths.MANIFEST}: no training tracks to detect source activity in")
+    segments = {t: [] for t in cfg.targets}
+    totals = dict.fromkeys(cfg.targets, 0)
+    with replacing(paths.SAD, discard_old=True) as out:
+        for track in tqdm(tracks, desc="sad: training tracks", unit="track"):
+            for target in cfg.targets:
+                audio = read_wav(manifest.stem_path(track, target))
+                kept, windows = active_windows(audio, manifest.sample_rate, cfg.sad)
+                segments[target] += [(track.name, start, end) for start, end in kept]
+                totals[target] += windows
+        out.mkdir()
+        for target in cfg.targets:
+            if not segments[target]:
+                raise UserError(
+                    f"sad: no segment kept for target '{target}' over {len(tracks)} training tracks "
+                    f"(threshold: {cfg.sad.quantile:.0%} quantile per {cfg.sad.scope}, floored at {cfg.sad.floor}); "
+                    "check the data or lower sad.floor"
+                )
+            with open(out / paths.sad_csv(target).name, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(CSV_HEADER)
+                writer.writerows(segments[target])
+        summary = {
+            "scope": cfg.sad.scope,
+            "window_s": cfg.sad.window_s,
+            "hop_s": cfg.sad.hop_s,
+            "tracks": len(tracks),
+            "targets": {t: {"kept": len(segments[t]), "total": totals[t]} for t in cfg.targets},
+        }
+        write_json(out / paths.SAD_SUMMARY.name, summary)
+    for target, counts in summary["targets"].items():
+        print(f"sad: {target:6s} kept {counts['kept']:5d} of {counts['total']:5d} windows")
+    return summary

@@ -1,0 +1,135 @@
+"""Stage train@<variant>: train a variant's models with the replication's recipe.
+
+A variant has one model per target (each with its own sampler, optimiser, early stopping and best
+checkpoint, as the replication trains them) or one joint model with a mask head per target. The
+models are trained side by side, epoch by epoch, so one validation pass per epoch serves them all;
+a model that has early-stopped is skipped in later epochs (`pipeline.training`).
+
+Outputs: models/<variant>/{last.pt, best.pt, energy.json, config.json}, metrics/train/<variant>.json
+and the per-epoch history plots/train/<variant>.tsv. An interrupted training resumes from last.pt
+when run again with the same fingerprint (`training.resume`); energy.json keeps the energy of
+every execution of it.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from model import count_parameters
+from pipeline import checkpoint, paths, tracking
+from pipeline.atomic import replacing, write_json
+from pipeline.config import Config, resolve
+from pipeline.data.manifest import load_manifest
+from pipeline.data.sampler import TrackStore
+from pipeline.energy.meter import EnergyMeter
+from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M
+from pipeline.runtime import pick_device
+from pipeline.specs import separator_specs
+from pipeline.training.loop import run_epoch
+from pipeline.training.resume import fingerprint, resumable
+from pipeline.training.slot import Slot, init_umx_stats, make_slot
+from pipeline.training.validation import VALID, load_validation_tracks, mixture_usdr
+
+
+def run(study: Config, variant: str) -> dict:
+    cfg = resolve(study, variant)
+    device = pick_device(cfg.runtime.device)
+    manifest = load_manifest()
+    out = paths.model_dir(variant)
+    out.mkdir(parents=True, exist_ok=True)
+    last_path, energy_path = out / "last.pt", out / "energy.json"
+    fp = fingerprint(cfg, manifest)
+    resume, spent = resumable(last_path, energy_path, fp)
+
+    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        for slot, state in zip(slots, resume["slots"]):
+            slot.restore(state)
+        history, start_epoch = resume["history"], resume["epoch"]
+        print(f"train: resuming {variant} after epoch {start_epoch} from {last_path}")
+    elif cfg.model.arch == "umx":
+        for slot in slots:
+            init_umx_stats(slot)
+    valid = load_validation_tracks(cfg, manifest)
+    params = sum(count_parameters(s.model) for s in slots)
+
+    def save_state(complete: bool, run_id: str) -> None:
+        checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
+                         "history": history, "complete": complete, "mlflow_run_id": run_id}, last_path)
+
+    tracking.configure(cfg.tracking)
+    with tracking.run(cfg, stage=f"train@{variant}") as mlrun:
+        if resume:
+            mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(start_epoch)})
+        meter = EnergyMeter(cfg.energy, out_dir=out, project_name=f"train@{variant}", previous=spent)
+        mlrun.watch_energy(meter)
+        try:
+            with meter:
+                for epoch in range(start_epoch, cfg.train.max_epochs):
+                    if all(s.stopped for s in slots):
+                        break
+                    history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history))
+                    mlrun.log_epoch(epoch, history[-1])
+                    save_state(complete=False, run_id=mlrun.run_id)
+                    _save_best(out / "best.pt", cfg, slots)
+                    write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
+        finally:
+            write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
+
+        save_state(complete=True, run_id=mlrun.run_id)
+        result = _summary(cfg, slots, history, params)
+        result.update(meter.totals())  # both methods' totals and their CPU / GPU / RAM parts
+        result["energy_methods"] = meter.methods
+        result["mlflow_run_id"] = mlrun.run_id
+        result.update(mixture_usdr(valid, cfg.targets))
+        # The per-epoch curves keep their names; the scores of the best epochs are best_valid_*.
+        mlrun.log_metrics({
+            (f"best_{k}" if k.startswith(VALID) else k): v for k, v in result.items() if isinstance(v, (int, float))
+        })
+        write_json(paths.train_metrics(variant), result)
+        _write_history(paths.train_history(variant), history)
+        mlrun.log_artifact(paths.train_history(variant))
+        mlrun.log_artifact(paths.train_metrics(variant))
+        config_path = out / "config.json"
+        write_json(config_path, cfg.as_dict())
+        mlrun.log_artifact(config_path)
+    print(
+        f"train: {variant}: valid uSDR {result[f'{VALID}usdr_avg']:.2f} dB after {result['epochs']} epochs, "
+        f"{result[KWH_CODECARBON] * 1000:.2f} Wh (CodeCarbon), {result[KWH_GREEN_ALGORITHMS] * 1000:.2f} Wh (Green Algorithms)"
+    )
+    return result
+
+
+def _save_best(path: Path, cfg: Config, slots: list[Slot]) -> None:
+    """best.pt: each model's spec with its best weights (its current ones before a best epoch)."""
+    checkpoint.save_models(path, cfg.variant, cfg.as_dict(), [
+        {"spec": s.spec, "state_dict": s.best_state or s.model.state_dict(), "best_epoch": s.best_epoch}
+        for s in slots
+    ])
+
+
+def _summary(cfg: Config, slots: list[Slot], history: list[dict], params: int) -> dict:
+    """The training's figures: epochs, parameters, lr, and each target's best validation uSDR."""
+    result = {"variant": cfg.variant, "epochs": len(history), "params": int(params), PARAMS_M: params / 1e6,
+              LR_EFFECTIVE: cfg.train.effective_lr, "global_batch": cfg.train.global_batch}
+    for slot in slots:
+        best = history[slot.best_epoch - 1] if slot.best_epoch > 0 else history[-1]
+        for t in slot.targets:
+            result[f"best_epoch_{t}"] = best["epoch"]
+            result[f"{VALID}usdr_{t}"] = best[f"{VALID}usdr_{t}"]
+    result["best_epoch"] = max(result[f"best_epoch_{t}"] for t in cfg.targets)
+    result[f"{VALID}usdr_avg"] = float(np.mean([result[f"{VALID}usdr_{t}"] for t in cfg.targets]))
+    return result
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with replacing(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t")
+        writer.writeheader()
+        writer.writerows(history)

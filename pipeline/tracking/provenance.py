@@ -1,0 +1,126 @@
+"""What a run records about where its result comes from: params, git, packages, hardware, DVC.
+
+Imports the config schema, `pipeline.paths`, the tracking store (for MLflow's key rules) and the
+energy package's hardware detection.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import socket
+import subprocess
+
+import yaml
+
+from pipeline import paths
+from pipeline.config.schema import Config
+from pipeline.energy.hardware import detect_hardware
+from pipeline.tracking.store import mlflow_key
+
+PACKAGES = ("torch", "mlflow", "codecarbon", "dvc", "musdb", "museval", "numpy")
+_MAX_PARAM_LEN = 6000  # MLflow's limit per param value
+
+
+def flatten_params(config: Config) -> dict[str, str]:
+    """Dotted keys of the resolved config (the variants mapping excluded), values as strings, with
+    the recipe's derived figures the optimiser actually used (`train.lr_effective`, `train.global_batch`)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            out[prefix] = json.dumps(list(value))
+        else:
+            out[prefix] = "null" if value is None else str(value)
+
+    data = config.as_dict()
+    data.pop("variants", None)
+    data["train"].update(lr_effective=config.train.effective_lr, global_batch=config.train.global_batch)
+    walk("", data)
+    return {mlflow_key(k): v[:_MAX_PARAM_LEN] for k, v in out.items()}
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def git_info() -> dict[str, str]:
+    """The commit of the working directory's repository and whether tracked files differ from it."""
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = "unknown" if status is None else ("true" if status.strip() else "false")
+    return {"git.commit": commit.strip(), "git.dirty": dirty}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[f"version.{name}"] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[f"version.{name}"] = "not installed"
+    out["version.python"] = platform.python_version()
+    return out
+
+
+def stage_kind(stage: str) -> str:
+    """`train` of `train@base`: the kind of stage, as MLflow tag names use it."""
+    return mlflow_key(stage.split("@", 1)[0])
+
+
+def _upstream(stage: str) -> dict[str, str]:
+    """The DVC stages whose outputs a stage's result is built from, by role."""
+    kind, _, variant = stage.partition("@")
+    if kind in ("train", "forecast"):
+        return {"prepare": "prepare", "sad": "sad"}
+    if kind == "evaluate":
+        return {"prepare": "prepare", "train": f"train@{variant}"}
+    return {}
+
+
+def dvc_lock_tags(stage: str) -> dict[str, str]:
+    """Provenance from DVC: the md5 of the dvc.lock entry (command, hashes of every dependency and
+    output, params) of each stage this one builds on, as recorded when this one starts, as
+    `dvc.lock.<role>`; and `dvc.running_stage`, the stage `dvc repro` says it is running (absent
+    when a command is run by hand). Stages without an entry yet are left out."""
+    tags = {"dvc.running_stage": os.environ["DVC_STAGE"]} if os.environ.get("DVC_STAGE") else {}
+    try:
+        entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):  # no lock file yet, or not one DVC wrote
+        return tags
+    for role, name in _upstream(stage).items():
+        if isinstance(entries.get(name), dict):
+            canonical = json.dumps(entries[name], sort_keys=True, separators=(",", ":"))
+            tags[f"dvc.lock.{role}"] = hashlib.md5(canonical.encode()).hexdigest()
+    return tags
+
+
+def run_tags(config: Config, stage: str, name: str) -> dict[str, str]:
+    """The tags of a new run: variant, stage, seed, host, params file, git, packages, hardware, DVC."""
+    git = git_info()
+    tags = {
+        "variant": config.variant or name,
+        "dvc.stage": stage,
+        "dvc.stages": stage,
+        "seed": str(config.seed),
+        "host": socket.gethostname(),
+        "params_file": config.params_file,
+        **git,
+        **package_versions(),
+        **{f"hardware.{k}": str(v) for k, v in detect_hardware().items()},
+        **dvc_lock_tags(stage),
+    }
+    if git["git.commit"] != "unknown":
+        tags["mlflow.source.git.commit"] = git["git.commit"]  # shown by the MLflow UI
+    return tags

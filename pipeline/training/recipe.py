@@ -1,0 +1,37 @@
+"""The replication's training recipe, apart from the loop: the loss, the optimiser and the lr schedule.
+
+Adam at lr x global batch / lr_batch (`TrainConfig.effective_lr`); x lr_decay every lr_decay_every
+epochs, or Open-Unmix's ReduceLROnPlateau on the validation loss; L1 loss on the waveform (t), on
+the real and imaginary STFT (tf) or both (t+tf), or MSE on magnitudes (Open-Unmix). Imports torch
+and the config schema.
+"""
+from __future__ import annotations
+
+import torch
+
+from pipeline.config.schema import TrainConfig
+
+
+def loss_fn(kind: str, model, wave: torch.Tensor, spec: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Training loss between estimates and reference sources (batch, targets, channels, samples)."""
+    loss = wave.new_zeros(())
+    if kind in ("t", "t+tf"):
+        loss = loss + (wave - reference).abs().mean()
+    if kind in ("tf", "t+tf", "mse_mag"):
+        ref_spec = model.stft(reference)
+        if kind == "mse_mag":
+            return (spec.abs() - ref_spec.abs()).square().mean()
+        loss = loss + (spec.real - ref_spec.real).abs().mean() + (spec.imag - ref_spec.imag).abs().mean()
+    return loss
+
+
+def optimiser(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(model.parameters(), lr=train.effective_lr, weight_decay=train.weight_decay)
+
+
+def scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
+    if train.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=train.plateau_factor, patience=train.plateau_patience
+        )
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=train.lr_decay_every, gamma=train.lr_decay)

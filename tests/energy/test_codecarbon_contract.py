@@ -1,0 +1,74 @@
+"""The CodeCarbon internals the adapter relies on, checked against the installed version.
+
+`pipeline/energy/codecarbon_adapter.py` reads and restores private attributes of CodeCarbon's
+tracker (there is no public API for them); this file fails first, and says which, when a CodeCarbon
+release changes one. pyproject.toml pins the range these tests passed on."""
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import time
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from pipeline.config import EnergyConfig
+from pipeline.energy.codecarbon_adapter import Tracker, carbon_intensity, known_country
+from tests.conftest import REPO
+
+
+def _pinned_range() -> SpecifierSet:
+    text = (REPO / "pyproject.toml").read_text()
+    match = re.search(r'"codecarbon([^"]+)"', text)
+    assert match, "pyproject.toml: no codecarbon requirement"
+    return SpecifierSet(match.group(1))
+
+
+def test_the_installed_codecarbon_is_in_the_tested_range():
+    installed = importlib.metadata.version("codecarbon")
+    assert installed in _pinned_range(), f"codecarbon {installed} is outside the tested range {_pinned_range()}"
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    cfg = EnergyConfig(measure_power_s=0.5)
+    tracker = Tracker(cfg, tmp_path_factory.mktemp("contract"), "contract", carbon_intensity(cfg))
+    tracker.start()
+    yield tracker
+    tracker.stop()
+
+
+def test_the_private_attributes_the_adapter_reads_exist(tracker):
+    assert tracker.ok, tracker.status
+    t = tracker._tracker
+    for name in ("_start_time", "_total_energy", "_total_cpu_energy", "_total_gpu_energy", "_total_ram_energy",
+                 "_hardware", "_tracking_mode", "_measure_power_and_energy", "_measure_power_and_energy_if_stale"):
+        assert hasattr(t, name), f"OfflineEmissionsTracker.{name} is gone"
+    assert hasattr(t._total_energy, "kWh")
+    kinds = {type(hw).__name__: hw for hw in t._hardware}
+    assert "CPU" in kinds and hasattr(kinds["CPU"], "_mode")
+    assert "RAM" in kinds and hasattr(kinds["RAM"], "_tracking_mode")
+
+
+def test_totals_grow_and_a_task_keeps_its_own_energy(tracker):
+    before = tracker.totals(measure=True)["energy"]
+    assert tracker.start_task("contract")
+    time.sleep(0.6)
+    task = tracker.stop_task()
+    assert task is not None and set(task) == {"energy", "cpu", "gpu", "ram"}
+    assert task["energy"] > 0
+    assert tracker.totals(measure=True)["energy"] > before
+    # start_task resets CodeCarbon's run clock; the adapter puts it back
+    assert tracker._tracker._start_time < time.time() - 0.5
+
+
+def test_methods_name_how_it_measured(tracker):
+    methods = tracker.methods()
+    assert methods["codecarbon"] == "ok" and methods["cpu"] in {"rapl", "cpu_load", "constant", "windows_emi",
+                                                                  "power_gadget", "powermetrics", "raspberry_pmic"}
+    assert methods["codecarbon_version"] == importlib.metadata.version("codecarbon")
+
+
+def test_the_packaged_carbon_intensities():
+    assert known_country("FRA") and known_country(" deu ") and not known_country("XYZ")
+    assert 0 < carbon_intensity(EnergyConfig(country_iso="FRA")) < carbon_intensity(EnergyConfig(country_iso="DEU"))

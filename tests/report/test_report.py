@@ -1,0 +1,421 @@
+"""`sepcost report` on a small study: metrics of a few variants (one trained but not evaluated, the
+others not run), their histories, the published figures, and a real MLflow SQLite store whose runs
+were made through `pipeline.tracking` (finished, failed, killed, forecast; current and superseded)."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipeline import config, paths, tracking
+from pipeline.energy.meter import EnergyMeter
+from pipeline.errors import UserError
+from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, METHODS, REFERENCE_ROWS
+from pipeline.report import figures, ledger
+from pipeline.report.figures import COLUMN_WIDTH_IN, DPI, FIGURES, pareto_front
+from pipeline.report.inputs import load_study
+from pipeline.report.page import energy_methods_summary
+from pipeline.stages import report
+from tests.conftest import REPO, error_line, write_params
+
+TARGETS = ("vocals", "bass", "drums", "other")
+EXPERIMENT = "report-test"
+EVALUATED = ("base", "large", "optimized_tac", "umx")
+TRAINED_ONLY = ("stft_4096",)
+
+
+def mlflow_run(cfg, stage: str, prefix: str = "", outcome: BaseException | None = None,
+               run_id: str | None = None, run_name: str | None = None) -> tuple[str, float, float]:
+    """One run through the real tracking module with a real energy meter around a little work;
+    returns its id and the kWh this execution measured by both methods."""
+    meter = EnergyMeter(cfg.energy, out_dir=Path("energy") / stage, project_name=stage)
+    try:
+        with tracking.run(cfg, stage, run_id=run_id, run_name=run_name) as tracked:
+            tracked.watch_energy(meter, prefix=prefix)
+            with meter:
+                sum(i * i for i in range(200_000))
+                if outcome is not None:
+                    raise outcome
+    except (RuntimeError, KeyboardInterrupt):
+        pass
+    spent = meter.run_totals()
+    return tracked.run_id, spent[KWH_CODECARBON], spent[KWH_GREEN_ALGORITHMS]
+
+
+def train_metrics(variant: str, i: int, run_id: str, kwh: tuple[float, float], lr: float | None = None) -> dict:
+    out = {"variant": variant, "epochs": 4 + i, "params": 20000 * (i + 1), "params_m": 0.02 * (i + 1),
+           "best_epoch": 3 + i}
+    if lr is not None:
+        out["lr_effective"] = lr
+    for j, t in enumerate(TARGETS):
+        out[f"best_epoch_{t}"] = 3 + i
+        out[f"valid_usdr_{t}"] = 1.0 + 0.5 * i + 0.3 * j
+    out["valid_usdr_avg"] = sum(out[f"valid_usdr_{t}"] for t in TARGETS) / 4
+    # the mixture as the estimate: below silence on vocals and bass, above it on drums and other,
+    # and for the second variant too close to its score on other for the learning check
+    for t, mixture in zip(TARGETS, (-3.0, -1.0, 0.5, 2.0 if i == 1 else 0.4)):
+        out[f"mixture_valid_usdr_{t}"] = mixture
+    cc, ga = kwh
+    out.update({"energy_kwh_codecarbon": cc, "energy_kwh_green_algorithms": ga, "emissions_kg_co2e": cc * 0.05,
+                "duration_s": 600.0 * (i + 1), "cpu_kwh": cc * 0.7, "gpu_kwh": 0.0, "ram_kwh": cc * 0.3,
+                "ga_cpu_kwh": ga * 0.8, "ga_gpu_kwh": 0.0, "ga_ram_kwh": ga * 0.2,
+                "energy_methods": {"codecarbon": "ok", "cpu": "cpu_load", "gpu": "none", "ram": "constant",
+                                   "pue": 1.0, "carbon_intensity_g_per_kwh": 50.0,
+                                   "carbon_intensity_source": "codecarbon: FRA", "ga_tdp_source": "tdp.csv"},
+                "mlflow_run_id": run_id})
+    return out
+
+
+def eval_metrics(variant: str, level: float, run_id: str) -> dict:
+    out = {"variant": variant, "tracks": 2}
+    for j, t in enumerate(TARGETS):
+        for k, key in enumerate(("usdr", "csdr", "sir", "sar", "isr")):
+            out[f"{key}_{t}"] = level + 0.4 * j + 0.2 * k
+    for key in ("usdr", "csdr", "sir", "sar", "isr"):
+        out[f"{key}_avg"] = sum(out[f"{key}_{t}"] for t in TARGETS) / 4
+    out.update({"eval_energy_kwh_codecarbon": 0.001, "eval_energy_kwh_green_algorithms": 0.0012,
+                "eval_emissions_kg_co2e": 0.00005, "eval_duration_s": 30.0, "mlflow_run_id": run_id})
+    return out
+
+
+def write_history(variant: str, i: int) -> None:
+    path = paths.train_history(variant)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = ["epoch", "train_loss", "valid_loss", "valid_usdr_avg", *[f"valid_usdr_{t}" for t in TARGETS], "lr",
+               "epoch_s", "epoch_energy_kwh_codecarbon", "epoch_energy_kwh_green_algorithms"]
+    lines = ["\t".join(columns)]
+    for epoch in range(1, 5 + i):
+        usdr = 1.0 + 0.5 * i + math.log(epoch)
+        values = [epoch, 1.0 / epoch + 0.1 * i, 1.1 / epoch + 0.1 * i, usdr, *[usdr + 0.1 * j for j in range(4)],
+                  0.003, 10.0, 0.001, 0.0012]
+        lines.append("\t".join(str(v) for v in values))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+
+
+def copy_reference(folder: Path) -> None:
+    target = folder / paths.REFERENCE
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("paper_validation.csv", "paper_test.csv"):
+        shutil.copy(REPO / "reports" / "reference" / name, target / name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The fixture study, reported once; yields (folder, cfg, summary, expected ledger)."""
+    folder = tmp_path_factory.mktemp("report")
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        cfg = config.load(write_params(folder, {"tracking": {"experiment": EXPERIMENT}}))
+        tracking.configure(cfg.tracking)  # this folder's store, whatever an earlier test resolved
+        copy_reference(folder)
+        runs: dict[str, dict] = {}  # run id -> kWh measured by both methods, category
+
+        def track(variant, stage, category, **kw):
+            base = cfg if variant in REFERENCE_ROWS or variant is None else config.resolve(cfg, variant)
+            run_id, cc, ga = mlflow_run(base, stage, **kw)
+            row = runs.setdefault(run_id, {"cc": 0.0, "ga": 0.0, "category": category})
+            row["cc"] += cc  # a reopened run: its energy adds to the same row of the ledger
+            row["ga"] += ga
+            return run_id
+
+        track("base", "train@base", "superseded")  # superseded by the next one
+        track("large", "train@large", "failed", outcome=RuntimeError("out of memory"))
+        track("umx", "train@umx", "killed", outcome=KeyboardInterrupt())
+        track("base", "forecast@base", "other")
+        for i, v in enumerate((*EVALUATED, *TRAINED_ONLY)):
+            kwh = (0.02 * (i + 1), 0.025 * (i + 1))
+            run_id = track(v, f"train@{v}", "current")
+            lr = 0.003 * 2 ** -i if v in EVALUATED else None  # older metrics have no effective lr
+            write_json(paths.train_metrics(v), train_metrics(v, i, run_id, kwh, lr))
+            write_history(v, i)
+            if v in EVALUATED:
+                track(v, f"evaluate@{v}", "current", prefix="eval_", run_id=run_id)
+                write_json(paths.eval_metrics(v), eval_metrics(v, 2.0 + i, run_id))
+        for b, level in (("mixture", -3.0), ("oracle_irm", 12.0)):
+            run_id = track(b, f"evaluate@{b}", "current", prefix="eval_", run_name=b)
+            write_json(paths.eval_metrics(b), eval_metrics(b, level, run_id))
+
+        summary = report.run(cfg)
+        yield folder, cfg, summary, runs
+    finally:
+        os.chdir(cwd)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def rows_by(path: Path, key: str) -> dict[str, dict]:
+    """A CSV's rows by the value of one column."""
+    return {r[key]: r for r in read_csv(path)}
+
+
+def test_every_variant_row_in_every_format(built):
+    folder, cfg, summary, _ = built
+    tables = folder / "reports" / "tables"
+    rows = read_csv(tables / "study.csv")
+    assert [r["variant"] for r in rows] == [*cfg.variants, *REFERENCE_ROWS]
+    assert summary["rows"] == len(cfg.variants) + len(REFERENCE_ROWS)
+    status = {r["variant"]: r["status"] for r in rows}
+    assert all(status[v] == "ok" for v in EVALUATED)
+    assert status["stft_4096"] == "not evaluated"
+    assert status["accum_grad"] == "not run" and status["tac_prelu"] == "not run"
+    assert status["mixture"] == status["oracle_irm"] == "reference"
+    assert sorted(summary["not_run"]) == sorted(set(cfg.variants) - set(EVALUATED) - set(TRAINED_ONLY))
+    md, tex = (tables / "study.md").read_text(), (tables / "study.tex").read_text()
+    for v in [*cfg.variants, *REFERENCE_ROWS]:
+        assert re.search(rf"^\| {re.escape(v)} \|", md, re.M), v
+        assert re.search(rf"^{re.escape(v.replace('_', chr(92) + '_'))} &", tex, re.M), v
+    md_rows = [line for line in md.splitlines() if line.startswith("| ")][1:]
+    assert all(line.count("|") == md_rows[0].count("|") for line in md_rows)
+    assert "not run" in md and "\\begin{tabular}" in tex and "\\bottomrule" in tex
+    # every LaTeX row has as many cells as the table has columns
+    n_cols = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1))
+    body = tex.split("\\midrule", 1)[1].split("\\bottomrule")[0]
+    for line in body.splitlines():
+        if line.strip().endswith("\\\\"):
+            assert line.count(" & ") == n_cols - 1, line
+
+
+def test_measured_values_and_published_columns(built):
+    folder, *_ = built
+    rows = rows_by(folder / "reports" / "tables" / "study.csv", "variant")
+    published = rows_by(folder / paths.REFERENCE / "paper_validation.csv", "variant")
+    base = rows["base"]
+    assert float(base["valid_usdr_avg"]) == pytest.approx(1.45)
+    assert float(base["test_usdr_avg"]) == pytest.approx(2.6)
+    assert float(base["test_csdr_vocals"]) == pytest.approx(2.2)
+    assert float(base["kwh_codecarbon"]) == pytest.approx(0.02)
+    assert float(base["train_duration_s"]) == pytest.approx(600.0)
+    for v, row in rows.items():
+        if v in published:  # the published figures, whether the variant ran or not
+            assert float(row["paper_valid_usdr_avg"]) == pytest.approx(float(published[v]["avg_usdr"]))
+            assert float(row["paper_kwh_codecarbon"]) == pytest.approx(float(published[v]["kwh_codecarbon"]))
+            assert float(row["paper_kwh_green_algorithms"]) == pytest.approx(
+                float(published[v]["kwh_green_algorithms"]))
+            assert row["paper_params_m"] != ""  # a blank in the paper means "same as base"
+    assert float(rows["accum_grad"]["paper_params_m"]) == pytest.approx(32.3)
+    assert float(base["diff_valid_usdr_avg"]) == pytest.approx(1.45 - 7.1)
+    assert float(base["diff_kwh_green_algorithms"]) == pytest.approx(0.025 - 168)
+    assert rows["accum_grad"]["diff_valid_usdr_avg"] == ""  # not run: no difference
+    assert rows["umx"]["paper_valid_usdr_avg"] == ""  # no published validation row
+    assert "cpu=cpu_load" in base["energy_methods"]
+
+
+def test_effective_learning_rate_column(built):
+    tables = built[0] / "reports" / "tables"
+    rows = rows_by(tables / "study.csv", "variant")
+    assert float(rows["base"]["lr"]) == pytest.approx(0.003)
+    assert float(rows["optimized_tac"]["lr"]) == pytest.approx(0.00075)
+    assert rows["stft_4096"]["lr"] == ""  # metrics written before training recorded it
+    assert rows["accum_grad"]["lr"] == "" and rows["mixture"]["lr"] == ""
+    md = [line.split(" | ") for line in (tables / "study.md").read_text().splitlines() if line.startswith("| ")]
+    column = md[0].index("effective learning rate")
+    cells = {line[0].lstrip("| "): line[column] for line in md[1:]}
+    assert cells["base"] == "0.00300" and cells["optimized_tac"] == "7.50e-4" and cells["stft_4096"] == "–"
+
+
+def test_ledger_reads_every_run_and_when_its_energy_was_spent(built, monkeypatch):
+    folder, cfg, _, runs = built
+    monkeypatch.chdir(folder)
+    table = ledger.runs_table(cfg.tracking)
+    timeline = ledger.energy_timeline(cfg.tracking)
+    assert list(table.columns) == ledger.RUNS_COLUMNS and list(timeline.columns) == ledger.TIMELINE_COLUMNS
+    assert sorted(table["run_id"]) == sorted(runs) and table["start_time"].is_monotonic_increasing
+    assert timeline["time"].is_monotonic_increasing
+    for method, measured in zip(METHODS, ("cc", "ga")):
+        column = ledger.kwh_column(method)
+        assert (timeline[column] >= 0).all()
+        spent = timeline.groupby("run_id")[column].sum()
+        for row in table.to_dict("records"):  # training and a reopened evaluation, failed and killed ones
+            assert row[column] == pytest.approx(runs[row["run_id"]][measured])
+            assert spent.get(row["run_id"], 0.0) == pytest.approx(row[column])
+    empty = ledger.runs_table(dataclasses.replace(cfg.tracking, experiment="never-used"))
+    assert empty.empty and list(empty.columns) == ledger.RUNS_COLUMNS
+
+
+def test_learning_check(built):
+    folder, _, summary, _ = built
+    rows = rows_by(folder / "reports" / "tables" / "learning_check.csv", "variant")
+    assert list(rows) == [v for v in summary["learning_check"]]
+    assert set(rows) == set(EVALUATED) | set(TRAINED_ONLY)
+    first, second = (*EVALUATED, *TRAINED_ONLY)[:2]
+    # first: valid uSDR 1.0, 1.3, 1.6, 1.9 against max(0, mixture) 0, 0, 0.5, 0.4
+    assert [float(rows[first][f"margin_{t}"]) for t in TARGETS] == pytest.approx([1.0, 1.3, 1.1, 1.5])
+    assert rows[first]["learned"] == "yes" and summary["learning_check"][first] == pytest.approx(1.0)
+    # second: 1.5, 1.8, 2.1, 2.4 against 0, 0, 0.5, 2.0
+    assert float(rows[second]["margin_other"]) == pytest.approx(0.4)
+    assert rows[second]["learned"] == "no"
+    page = (folder / "reports" / "index.html").read_text()
+    assert "Learning check" in page and (folder / "reports" / "tables" / "learning_check.tex").exists()
+
+
+def test_test_set_comparison(built):
+    folder, *_ = built
+    tables = folder / "reports" / "tables"
+    rows = rows_by(tables / "test.csv", "system")
+    assert float(rows["bsrnn_original"]["csdr_avg"]) == pytest.approx(8.24)
+    assert float(rows["bsrnn_original"]["usdr_avg"]) == pytest.approx(7.94)
+    assert float(rows["umxhq"]["csdr_avg"]) == pytest.approx(5.41) and rows["umxhq"]["usdr_avg"] == ""
+    assert "replication_large_patience30" in rows
+    for v in ("base", "large", "optimized_tac", "umx"):
+        assert rows[v]["source"] == "this study" and rows[v]["csdr_avg"] != ""
+    assert "not run" in rows["large_patience30"]["source"]
+    for fmt in ("md", "tex"):
+        assert "bsrnn" in (tables / f"test.{fmt}").read_text()
+
+
+def test_ledger_totals_and_superseded_energy(built):
+    folder, _, summary, runs = built
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+
+    def kwh(method, category=None, exclude=None):
+        return sum(r[method] for r in runs.values()
+                   if (category is None or r["category"] == category) and r["category"] != exclude)
+
+    assert ledger["runs"] == len(runs) == 11
+    assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
+    assert kwh("cc") > 0 and kwh("ga") > 0
+    assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc"))
+    assert ledger["kwh_green_algorithms"] == pytest.approx(kwh("ga"))
+    assert ledger["not_current"]["runs"] == 4
+    assert ledger["not_current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", exclude="current"))
+    assert ledger["not_current"]["kwh_green_algorithms"] == pytest.approx(kwh("ga", exclude="current"))
+    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "current"))
+    categories = ledger["categories"]
+    assert categories["superseded"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "superseded"))
+    assert categories["failed"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "failed"))
+    assert categories["killed"]["kwh_green_algorithms"] == pytest.approx(kwh("ga", "killed"))
+    assert categories["other"]["runs"] == 1  # the forecast
+    assert sum(c["runs"] for c in categories.values()) == ledger["runs"]
+    assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)
+    assert summary["ledger"]["kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
+    rows = rows_by(folder / "reports" / "tables" / "ledger.csv", "key")
+    assert int(rows["all"]["runs"]) == 11 and int(rows["not_current"]["runs"]) == 4
+    assert "not current" in (folder / "reports" / "tables" / "ledger.md").read_text()
+    per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
+    assert len(per_run) == 11 and sum(r["category"] == "current" for r in per_run) == 7
+
+
+def test_figures_are_valid_pngs_at_column_width(built):
+    from matplotlib.image import imread
+
+    folder, _, summary, _ = built
+    figures = folder / "reports" / "figures"
+    assert sorted(p.name for p in figures.iterdir()) == sorted(f"{n}.png" for n in FIGURES)
+    for path in figures.iterdir():
+        image = imread(path)
+        height, width = image.shape[:2]
+        assert width == round(COLUMN_WIDTH_IN * DPI), path.name  # 3.4 in at 300 dpi
+        assert 0.3 * width < height < 2.5 * width, path.name
+        assert image[..., :3].std() > 0.05, path.name  # not blank
+    assert sorted(summary["figures"]) == sorted(str(Path("reports/figures") / f"{n}.png") for n in FIGURES)
+
+
+def test_index_is_self_contained(built):
+    folder, cfg, *_ = built
+    page = (folder / "reports" / "index.html").read_text()
+    assert page.count('src="data:image/png;base64,') == len(FIGURES)
+    assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|#)""", page)  # nothing fetched from elsewhere
+    assert "<link" not in page and "@import" not in page
+    for v in [*cfg.variants, *REFERENCE_ROWS]:
+        assert f">{v}<" in page, v
+    assert "cpu_load" in page and "CodeCarbon" in page  # how energy was measured
+    assert "household-years" in page
+    assert not any(p.name.startswith(".") for p in (folder / "reports").iterdir())  # no partial output
+    assert f"memory × {cfg.energy.memory_w_per_gb:g} W/GB" in page  # the params' Green Algorithms input
+
+
+def test_pareto_front():
+    points = [(1.0, 2.0), (2.0, 1.0), (3.0, 4.0), (0.5, 0.0), (3.0, 3.0), (5.0, 4.0)]
+    assert pareto_front(points) == [3, 0, 2]
+
+
+@pytest.fixture
+def metrics_only(tmp_path, monkeypatch):
+    """A study folder with two variants' metrics and no MLflow store."""
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(write_params(tmp_path, {"tracking": {"experiment": "report-empty"}}))
+    tracking.configure(cfg.tracking)
+    copy_reference(tmp_path)
+    write_json(paths.train_metrics("base"), train_metrics("base", 0, "0" * 32, (0.02, 0.03)))
+    write_json(paths.eval_metrics("base"), eval_metrics("base", 2.0, "0" * 32))
+    write_json(paths.eval_metrics("mixture"), eval_metrics("mixture", -3.0, "1" * 32))
+    return tmp_path, cfg
+
+
+def test_energy_methods_name_the_memory_power_given(metrics_only):
+    _, cfg = metrics_only
+    study = load_study(cfg, {"base": "bsrnn"})
+    assert study.arch["base"] == "bsrnn" and study.arch["large"] == "?"
+    lines = energy_methods_summary(study, 0.5)
+    assert any("memory × 0.5 W/GB" in line for line in lines)
+    assert any("CodeCarbon measured variant base with CPU: a CPU-load × TDP model" in line for line in lines)
+
+
+def test_empty_store_gives_a_ledger_of_zero_runs(metrics_only, capsys):
+    folder, cfg = metrics_only
+    summary = report.run(cfg)
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    assert ledger["runs"] == 0 and ledger["kwh_codecarbon"] == 0.0 and summary["ledger"]["runs"] == 0
+    assert not (folder / "mlflow.db").exists()  # reading an absent store does not create one
+    assert (folder / "reports" / "index.html").is_file()
+    rows = {r["variant"]: r["status"] for r in read_csv(folder / "reports" / "tables" / "study.csv")}
+    assert rows["base"] == "ok" and rows["large"] == "not run" and rows["oracle_irm"] == "not run"
+    assert "0 runs" in capsys.readouterr().out
+
+
+def test_no_metrics_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = config.load(write_params(tmp_path))
+    with pytest.raises(UserError, match=r"metrics/.*run the pipeline first"):
+        report.run(cfg)
+    assert not (tmp_path / "reports" / "index.html").exists()
+
+
+def test_cli_reports_no_metrics_in_one_line(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_params(tmp_path)
+    assert main(["report"]) != 0
+    assert "run the pipeline first" in error_line(capsys)
+
+
+def test_a_failed_report_leaves_the_previous_one(metrics_only, monkeypatch):
+    folder, cfg = metrics_only
+    report.run(cfg)
+    index = folder / "reports" / "index.html"
+    before = index.read_bytes()
+    tables = sorted(p.name for p in (folder / "reports" / "tables").iterdir())
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(figures, "fig_training_curves", broken)
+    with pytest.raises(RuntimeError):
+        report.run(cfg)
+    assert index.read_bytes() == before
+    assert sorted(p.name for p in (folder / "reports" / "tables").iterdir()) == tables
+    assert not any(p.name.startswith(".") for p in (folder / "reports").iterdir())
+
+
+def test_malformed_metrics_name_the_file(metrics_only):
+    folder, cfg = metrics_only
+    paths.train_metrics("large").write_text("{not json")
+    with pytest.raises(UserError, match=re.escape(str(paths.train_metrics("large")))):
+        report.run(cfg)

@@ -1,0 +1,105 @@
+"""dvc.yaml cannot go stale: each stage depends on every project file its command runs or reads,
+and on every params section its code reads. Both are derived from the code, not listed by hand."""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import sources
+from pipeline.cli import STAGES
+from pipeline.config.schema import Config
+from pipeline.training.resume import RESULT_SECTIONS
+from tests.conftest import REPO
+
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+SECTIONS = {f.name for f in dataclasses.fields(Config)} - {"variant", "params_file"}
+MACHINE = {"runtime"}  # how fast and where: never a stage's params
+BOOKKEEPING = {"energy", "tracking"}  # what a run records about itself; the report's output shows them
+
+
+def _stage(name: str) -> dict:
+    stage = DVC[name]
+    return stage.get("do", stage)
+
+
+def _command(stage: dict) -> str:
+    match = re.fullmatch(r"sepcost (\w+)( .*)?", stage["cmd"])
+    assert match, stage["cmd"]
+    return match.group(1)
+
+
+def _data_files(path: Path) -> set[Path]:
+    """Files beside a module that it names in a string (e.g. `Path(__file__).with_name("tdp.csv")`)."""
+    beside = {p.name: p for p in path.parent.iterdir() if p.is_file() and p.suffix != ".py"}
+    tree = ast.parse(path.read_text())
+    return {beside[n.value] for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in beside}
+
+
+def _files_run(command: str) -> set[str]:
+    """The project files a command runs: its modules, the CLI's, and the data files they read."""
+    modules = set(sources.closure(STAGES[command])) | set(sources.closure("pipeline.cli"))
+    files = set()
+    for module in modules:
+        path = sources.module_file(module)
+        files |= {path, *_data_files(path)}
+    return {str(p.relative_to(REPO)) for p in files}
+
+
+def _covered(path: str, deps: list[str]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("name", list(DVC))
+def test_deps_cover_every_file_the_command_runs(name):
+    stage = _stage(name)
+    deps = [str(d) for d in stage["deps"]]
+    missing = sorted(f for f in _files_run(_command(stage)) if not _covered(f, deps))
+    assert not missing, f"dvc.yaml: stages.{name}.deps: add {', '.join(missing)}"
+    for dep in deps:
+        if not dep.startswith(("data/", "models/", "metrics", "plots/", "reports/")):
+            assert (REPO / dep).exists(), f"dvc.yaml: stages.{name}.deps: {dep} does not exist"
+
+
+def _sections_read(module: str) -> set[str]:
+    """Config sections a module's code reads: `cfg.<section>`, or `<name>.<section>` where the
+    name is an argument annotated as a `Config`."""
+    tree = ast.parse(sources.module_file(module).read_text())
+    names = {"cfg"} | {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)
+                       and isinstance(a.annotation, ast.Name) and a.annotation.id == "Config"}
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in names and node.attr in SECTIONS}
+
+
+@pytest.mark.parametrize("name", list(DVC))
+def test_params_cover_every_section_the_code_reads(name):
+    stage = _stage(name)
+    command = _command(stage)
+    declared = {str(p).split(".")[0] for p in stage.get("params", [])}
+    # config validates every section and tracking records every section in the run; what decides
+    # a stage's output is read elsewhere
+    modules = [m for m in sources.closure(STAGES[command])
+               if not m.startswith(("pipeline.config", "pipeline.tracking"))]
+    read = set().union(*(_sections_read(m) for m in modules)) - MACHINE - {"variants"}
+    if command != "report":
+        read -= BOOKKEEPING
+    assert read <= declared, f"dvc.yaml: stages.{name}.params: add {', '.join(sorted(read - declared))}"
+    assert not declared & MACHINE, f"dvc.yaml: stages.{name}.params: machine knobs are no params"
+    if "foreach" in DVC[name]:
+        assert "variants.${key}" in stage["params"], f"dvc.yaml: stages.{name}.params: add variants.${{key}}"
+
+
+def test_training_params_are_what_decides_its_result():
+    declared = [str(p) for p in _stage("train")["params"]]
+    assert declared == [*RESULT_SECTIONS, "variants.${key}"]
+
+
+def test_the_section_scan_sees_reads_in_helpers():
+    # the sampler reads the seed and the recipe: a helper's read counts for the stage that imports it
+    assert {"seed", "train", "runtime"} <= _sections_read("pipeline.data.sampler")
+    assert Path(sources.module_file("pipeline.data.sampler")).is_file()
