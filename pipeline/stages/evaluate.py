@@ -10,14 +10,14 @@ oracle ideal ratio mask, computed once per study.
 from __future__ import annotations
 
 import json
-import shutil
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from pipeline import paths, tracking
-from pipeline.atomic import write_json
+from pipeline.atomic import replacing, write_json
 from pipeline.checkpoint import load_models
 from pipeline.config import Config, resolve
 from pipeline.data.audio import load_stems, write_wav
@@ -27,7 +27,7 @@ from pipeline.errors import UserError
 from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
 from pipeline.evaluation.metrics import aggregate, museval_json, score_track
 from pipeline.inference.separate import estimate
-from pipeline.names import CO2, DURATION, EVAL, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, REFERENCE_ROWS
+from pipeline.names import EVAL, EXECUTION_KEYS, REFERENCE_ROWS
 from pipeline.runtime import pick_device, side_by_side
 
 
@@ -46,7 +46,7 @@ def run(study: Config, variant: str) -> dict:
     train_metrics = paths.train_metrics(variant)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
     result = _tracked(cfg, variant, f"evaluate@{variant}", run_id,
-                      lambda: _score_all(cfg, variant, manifest, separate, device))
+                      lambda track_dir: _score_all(cfg, variant, manifest, separate, device, track_dir))
     print(f"evaluate: {variant}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
           f"over {result['tracks']} tracks")
     return result
@@ -62,8 +62,8 @@ def run_bounds(study: Config) -> dict:
     }
     results = {}
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, f"evaluate@{name}", None,
-                                 lambda name=name: _score_all(study, name, manifest, estimators[name], torch.device("cpu")))
+        results[name] = _tracked(study, name, f"evaluate@{name}", None, lambda track_dir, name=name: _score_all(
+            study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
         print(f"evaluate: {name}: test uSDR {results[name]['usdr_avg']:.2f} dB, cSDR {results[name]['csdr_avg']:.2f} dB")
     return results
 
@@ -77,9 +77,9 @@ def _test_tracks(cfg: Config, manifest: Manifest):
     return tracks
 
 
-def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: torch.device) -> dict:
-    """Separate and score every test track; write per-track JSON and the data-set figures."""
-    track_dir = paths.eval_tracks(name)
+def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: torch.device, track_dir: Path) -> dict:
+    """Separate and score every test track, writing each track's scores into `track_dir`; the
+    data-set figures."""
 
     def score(track) -> dict:
         stems = load_stems(manifest, track, ("mixture", *cfg.targets))
@@ -101,21 +101,23 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
 
 
 def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:
-    """Run `work` inside an energy meter and the MLflow run; write metrics/eval/<name>.json."""
-    track_dir = paths.eval_tracks(name)
-    shutil.rmtree(track_dir, ignore_errors=True)
+    """Run `work(track_dir)` inside an energy meter and the MLflow run; write metrics/eval/<name>.json.
+
+    The per-track folder appears whole when the evaluation ends, and the old results are removed
+    first: a failed evaluation leaves none that would look current."""
     paths.eval_metrics(name).unlink(missing_ok=True)
-    track_dir.mkdir(parents=True)
     tracking.configure(cfg.tracking)
-    with tracking.run(cfg, stage=stage, run_id=run_id, run_name=name) as mlrun:
-        meter = EnergyMeter(cfg.energy, out_dir=track_dir, project_name=stage)
-        mlrun.watch_energy(meter, prefix=EVAL)
-        with meter:
-            result = work()
-        totals = meter.totals()
-        result.update({f"{EVAL}{k}": totals[k] for k in (KWH_CODECARBON, KWH_GREEN_ALGORITHMS, CO2, DURATION)})
-        result["mlflow_run_id"] = mlrun.run_id
-        mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
-        write_json(paths.eval_metrics(name), result)
-        mlrun.log_artifact(paths.eval_metrics(name))
+    with replacing(paths.eval_tracks(name), discard_old=True) as track_dir:
+        track_dir.mkdir()
+        with tracking.run(cfg, stage=stage, run_id=run_id, run_name=name) as mlrun:
+            meter = EnergyMeter(cfg.energy, out_dir=track_dir, project_name=stage)
+            mlrun.watch_energy(meter, prefix=EVAL)
+            with meter:
+                result = work(track_dir)
+            totals = meter.totals()
+            result.update({f"{EVAL}{k}": totals[k] for k in EXECUTION_KEYS})
+            result["mlflow_run_id"] = mlrun.run_id
+            mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
+            write_json(paths.eval_metrics(name), result)
+            mlrun.log_artifact(paths.eval_metrics(name))
     return result
