@@ -19,6 +19,7 @@ if not sys.stderr.isatty():
     os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 from pipeline import config  # noqa: E402
+from pipeline.config import study_file  # noqa: E402
 from pipeline.errors import UserError  # noqa: E402
 
 # The module that runs each command.
@@ -32,14 +33,18 @@ STAGES = {
     "score": "pipeline.stages.score",
     "separate": "pipeline.stages.separate",
     "report": "pipeline.stages.report",
+    "resolve": "pipeline.stages.resolve",
 }
 WITHOUT_PARAMS = ("score",)  # commands that read no params file
+# The commands of dvc.yaml's stages: they refuse to run when study.yaml, from which DVC reads their
+# params, is out of date with the params file.
+DVC_COMMANDS = ("prepare", "sad", "train", "evaluate", "report")
 
 
 def _run(args, stage, cfg) -> None:
     """Call the stage's entry point with what its command line gave."""
     command = args.command
-    if command in ("prepare", "sad", "report"):
+    if command in ("prepare", "sad", "report", "resolve"):
         stage.run(cfg)
     elif command == "plan":
         stage.run(cfg, as_json=args.json)
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--variant", required=True, metavar="NAME")
     p.add_argument("--out", default="separated", metavar="DIR", help="output folder (default: separated)")
     command("report", "tables, figures and the energy ledger of the study")
+    command("resolve", "write study.yaml, the resolved study dvc.yaml reads (run it after editing the params)")
     return parser
 
 
@@ -106,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = None if args.command in WITHOUT_PARAMS else config.load(args.params)
+        if args.command in DVC_COMMANDS:
+            study_file.check(cfg)
         _run(args, importlib.import_module(STAGES[args.command]), cfg)
     except UserError as err:
         print(f"sepcost {args.command}: error: {err}", file=sys.stderr)

@@ -12,7 +12,9 @@ import yaml
 
 from pipeline import sources
 from pipeline.cli import STAGES
-from pipeline.config.schema import Config
+from pipeline import config
+from pipeline.config import study_file
+from pipeline.config.schema import VARIANT_SECTIONS, Config
 from pipeline.training.resume import RESULT_SECTIONS
 from tests.conftest import REPO
 
@@ -50,6 +52,24 @@ def _files_run(command: str) -> set[str]:
     return {str(p.relative_to(REPO)) for p in files}
 
 
+def _declared_sections(stage: dict) -> set[str]:
+    """The config sections a stage's params cover: `study.<section>` of study.yaml, and a run's
+    recipe (`runs.${key}`, or every run's with `runs`), which is its seed and variant sections."""
+    declared = set()
+    for entry in stage.get("params", []):
+        assert isinstance(entry, dict) and list(entry) == [str(study_file.STUDY_FILE)], \
+            f"params must come from {study_file.STUDY_FILE}, got {entry}"
+        for key in entry[str(study_file.STUDY_FILE)]:
+            root, _, rest = key.partition(".")
+            if root == "study":
+                declared.add(rest.split(".")[0])
+            elif root == "runs":
+                declared |= {"seed", "variants", *VARIANT_SECTIONS}
+            else:
+                raise AssertionError(f"unknown params key {key}")
+    return declared
+
+
 def _covered(path: str, deps: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
 
@@ -80,7 +100,7 @@ def _sections_read(module: str) -> set[str]:
 def test_params_cover_every_section_the_code_reads(name):
     stage = _stage(name)
     command = _command(stage)
-    declared = {str(p).split(".")[0] for p in stage.get("params", [])}
+    declared = _declared_sections(stage)
     # config validates every section and tracking records every section in the run; what decides
     # a stage's output is read elsewhere
     modules = [m for m in sources.closure(STAGES[command])
@@ -91,12 +111,38 @@ def test_params_cover_every_section_the_code_reads(name):
     assert read <= declared, f"dvc.yaml: stages.{name}.params: add {', '.join(sorted(read - declared))}"
     assert not declared & MACHINE, f"dvc.yaml: stages.{name}.params: machine knobs are no params"
     if "foreach" in DVC[name]:
-        assert "variants.${key}" in stage["params"], f"dvc.yaml: stages.{name}.params: add variants.${{key}}"
+        assert DVC[name]["foreach"] == "${runs}"
+        assert "runs.${key}" in stage["params"][0][str(study_file.STUDY_FILE)], \
+            f"dvc.yaml: stages.{name}.params: add runs.${{key}}"
 
 
 def test_training_params_are_what_decides_its_result():
-    declared = [str(p) for p in _stage("train")["params"]]
-    assert declared == [*RESULT_SECTIONS, "variants.${key}"]
+    assert _declared_sections(_stage("train")) - {"variants"} == set(RESULT_SECTIONS)
+
+
+def test_the_committed_study_file_is_current():
+    cfg = config.load(REPO / "params.yaml")
+    written = yaml.safe_load((REPO / study_file.STUDY_FILE).read_text())
+    assert written["source"] == "params.yaml"
+    fresh = yaml.safe_load(yaml.safe_dump(study_file.resolved(config.load("params.yaml"))))
+    assert written == fresh, "study.yaml is out of date with params.yaml: run `sepcost resolve`"
+    assert list(written["runs"]) == list(cfg.variants)
+    assert "runtime" not in written["study"]
+
+
+def test_a_stage_refuses_a_stale_study_file(tmp_path, monkeypatch, capsys):
+    from pipeline.cli import main
+    from tests.conftest import error_line
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert main(["resolve"]) == 0
+    config.load("params.yaml")  # current: no error
+    with open("params.yaml", "a") as f:
+        f.write("seed: 7\n")
+    assert main(["prepare"]) == 2
+    assert "study.yaml: out of date with params.yaml" in error_line(capsys)
+    assert main(["resolve"]) == 0 and yaml.safe_load(open("study.yaml"))["study"]["seed"] == 7
 
 
 def test_the_section_scan_sees_reads_in_helpers():
