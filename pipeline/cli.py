@@ -36,7 +36,7 @@ STAGES = {
     "resolve": "pipeline.stages.resolve",
 }
 WITHOUT_PARAMS = ("score",)  # commands that read no params file
-# The commands of dvc.yaml's stages: they refuse to run when study.yaml, from which DVC reads their
+# The commands of dvc.yaml's stages: they refuse to run when study.json, from which DVC reads their
 # params, is out of date with the params file.
 DVC_COMMANDS = ("prepare", "sad", "train", "evaluate", "report")
 
@@ -49,15 +49,15 @@ def _run(args, stage, cfg) -> None:
     elif command == "plan":
         stage.run(cfg, as_json=args.json)
     elif command == "train":
-        stage.run(cfg, args.variant)
+        stage.run(cfg, args.variant, args.seed)
     elif command == "forecast":
-        stage.run(cfg, args.variant, steps=args.steps)
+        stage.run(cfg, args.variant, steps=args.steps, seed=args.seed)
     elif command == "evaluate":
-        stage.run_bounds(cfg) if args.bounds else stage.run(cfg, args.variant)
+        stage.run_bounds(cfg) if args.bounds else stage.run(cfg, args.variant, args.seed)
     elif command == "score":
         stage.run(args.reference_dir, args.estimates_dir, args.json, backend=args.bsseval)
     elif command == "separate":
-        stage.run(cfg, args.variant, args.audio, args.out)
+        stage.run(cfg, args.variant, args.audio, args.out, args.seed)
 
 
 def _positive_int(text: str) -> int:
@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    def seed(p):
+        p.add_argument("--seed", type=int, metavar="N", help="the run's seed (default: the study's first, `seed`)")
+
     def command(name, help_text):
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name not in WITHOUT_PARAMS:
@@ -84,15 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     command("sad", "source activity detection over the training tracks")
     p = command("plan", "list the variants with their architecture and parameter count")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p = command("train", "train a variant's models (stage train@VARIANT)")
+    p = command("train", "train a variant's models with one seed (stage train@VARIANT-seedN)")
     p.add_argument("--variant", required=True, metavar="NAME")
+    seed(p)
     p = command("forecast", "predict a variant's training time and kWh from a few measured steps")
     p.add_argument("--variant", required=True, metavar="NAME")
+    seed(p)
     p.add_argument("--steps", type=_positive_int, default=20, metavar="K", help="training steps to measure (default 20)")
     p = command("evaluate", "separate and score the test split (stage evaluate@VARIANT)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--variant", metavar="NAME")
     which.add_argument("--bounds", action="store_true", help="the mixture and oracle-IRM reference rows")
+    seed(p)
     p = command("score", "score an estimates folder in the MUSDB layout against references (no params file needed)")
     p.add_argument("reference_dir", metavar="REFERENCE_DIR")
     p.add_argument("estimates_dir", metavar="ESTIMATES_DIR")
@@ -103,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="wav or flac files, mono or stereo, any sample rate")
     p.add_argument("--variant", required=True, metavar="NAME")
     p.add_argument("--out", default="separated", metavar="DIR", help="output folder (default: separated)")
+    seed(p)
     command("report", "tables, figures and the energy ledger of the study")
-    command("resolve", "write study.yaml, the resolved study dvc.yaml reads (run it after editing the params)")
+    command("resolve", "write study.json, the resolved study dvc.yaml reads (run it after editing the params)")
     return parser
 
 

@@ -13,6 +13,12 @@ SPLITS = ("train", "valid", "test")
 CHANNELS = 2  # MUSDB18 is stereo; the synthetic songs too  # MUSDB keeps its validation tracks in its train/ folder
 AVG = "avg"  # the "target" of a figure averaged over targets
 
+def run_key(variant: str, seed: int) -> str:
+    """The name of one training of a variant with one seed: its DVC stage key, output folders and
+    files, and MLflow run name, e.g. `base-seed42`."""
+    return f"{variant}-seed{seed}"
+
+
 # Rows of metrics/eval that no variant produces, computed once per study: the mixture as every
 # target's estimate (a lower bound) and the oracle ideal ratio mask (an upper bound).
 REFERENCE_ROWS = ("mixture", "oracle_irm")

@@ -1,5 +1,7 @@
 """Where every stage reads and writes, relative to the study's folder (the working directory).
 
+A run's outputs are named by its run key (`names.run_key`: variant and seed, e.g. base-seed42).
+
 dvc.yaml names the same paths; tests run stages in a temporary folder with the same layout.
 """
 from pathlib import Path
@@ -22,31 +24,32 @@ def sad_csv(target: str) -> Path:
     return SAD / f"{target}.csv"
 
 
-def model_dir(variant: str) -> Path:
-    return MODELS / variant
+def model_dir(run: str) -> Path:
+    return MODELS / run
 
 
-def train_metrics(variant: str) -> Path:
-    return METRICS / "train" / f"{variant}.json"
+def train_metrics(run: str) -> Path:
+    return METRICS / "train" / f"{run}.json"
 
 
-def train_history(variant: str) -> Path:
-    return PLOTS / "train" / f"{variant}.tsv"
+def train_history(run: str) -> Path:
+    return PLOTS / "train" / f"{run}.tsv"
 
 
-def eval_metrics(variant: str) -> Path:
-    return METRICS / "eval" / f"{variant}.json"
+def eval_metrics(run: str) -> Path:
+    """A run's test scores, or a reference row's (its name is its key)."""
+    return METRICS / "eval" / f"{run}.json"
 
 
-def eval_tracks(variant: str) -> Path:
+def eval_tracks(run: str) -> Path:
     """Per-track scores in museval's JSON schema, one file per track."""
-    return METRICS / "eval" / variant
+    return METRICS / "eval" / run
 
 
-def forecast_dir(variant: str) -> Path:
+def forecast_dir(run: str) -> Path:
     """`sepcost forecast` output: its prediction and the energy it measured (not a DVC stage)."""
-    return Path("forecasts") / variant
+    return Path("forecasts") / run
 
 
-def estimates_dir(variant: str) -> Path:
-    return DATA / "estimates" / variant
+def estimates_dir(run: str) -> Path:
+    return DATA / "estimates" / run

@@ -11,6 +11,7 @@ import yaml
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 REPO = Path(__file__).resolve().parents[1]
+BASE = "base-seed42"  # the run key (names.run_key) of base with the study's first seed
 
 # A synthetic data set small enough for tests: every split present, songs long enough for SAD.
 SMALL_DATA = {"synthetic": {"train_songs": 4, "valid_songs": 2, "test_songs": 2, "song_s": 8.0}}
@@ -70,7 +71,6 @@ TINY = {
     "model": {"bsrnn": {"n": 4, "r": 1}, "umx": {"hidden": 8}},
     "train": {"chunk_s": 0.5, "epoch_items": 32, "max_epochs": 2, "patience": 5, "valid_tracks": 1},
     "eval": {"segment_s": 4.0, "test_tracks": 1},
-    "variants": {"base": {"train": {"epoch_items": 32, "max_epochs": 2}}},
 }
 
 

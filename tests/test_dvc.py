@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from pipeline import sources
 from pipeline.cli import STAGES
 from pipeline import config
 from pipeline.config import study_file
-from pipeline.config.schema import VARIANT_SECTIONS, Config
+from pipeline.config.schema import RECIPE_SECTIONS, Config
+from pipeline.names import run_key
 from pipeline.training.resume import RESULT_SECTIONS
 from tests.conftest import REPO
 
@@ -53,7 +55,7 @@ def _files_run(command: str) -> set[str]:
 
 
 def _declared_sections(stage: dict) -> set[str]:
-    """The config sections a stage's params cover: `study.<section>` of study.yaml, and a run's
+    """The config sections a stage's params cover: `study.<section>` of study.json, and a run's
     recipe (`runs.${key}`, or every run's with `runs`), which is its seed and variant sections."""
     declared = set()
     for entry in stage.get("params", []):
@@ -64,7 +66,7 @@ def _declared_sections(stage: dict) -> set[str]:
             if root == "study":
                 declared.add(rest.split(".")[0])
             elif root == "runs":
-                declared |= {"seed", "variants", *VARIANT_SECTIONS}
+                declared |= {"seed", "variants", *RECIPE_SECTIONS}
             else:
                 raise AssertionError(f"unknown params key {key}")
     return declared
@@ -120,13 +122,14 @@ def test_training_params_are_what_decides_its_result():
     assert _declared_sections(_stage("train")) - {"variants"} == set(RESULT_SECTIONS)
 
 
-def test_the_committed_study_file_is_current():
-    cfg = config.load(REPO / "params.yaml")
-    written = yaml.safe_load((REPO / study_file.STUDY_FILE).read_text())
+def test_the_committed_study_file_is_current(monkeypatch):
+    monkeypatch.chdir(REPO)  # the file names its params file relative to the repository
+    cfg = config.load("params.yaml")
+    written = json.loads((REPO / study_file.STUDY_FILE).read_text())
     assert written["source"] == "params.yaml"
-    fresh = yaml.safe_load(yaml.safe_dump(study_file.resolved(config.load("params.yaml"))))
-    assert written == fresh, "study.yaml is out of date with params.yaml: run `sepcost resolve`"
-    assert list(written["runs"]) == list(cfg.variants)
+    fresh = json.loads(json.dumps(study_file.resolved(cfg)))
+    assert written == fresh, "study.json is out of date with params.yaml: run `sepcost resolve`"
+    assert list(written["runs"]) == [run_key(v, s) for v, s in config.runs(cfg)]
     assert "runtime" not in written["study"]
 
 
@@ -141,8 +144,8 @@ def test_a_stage_refuses_a_stale_study_file(tmp_path, monkeypatch, capsys):
     with open("params.yaml", "a") as f:
         f.write("seed: 7\n")
     assert main(["prepare"]) == 2
-    assert "study.yaml: out of date with params.yaml" in error_line(capsys)
-    assert main(["resolve"]) == 0 and yaml.safe_load(open("study.yaml"))["study"]["seed"] == 7
+    assert "study.json: out of date with params.yaml" in error_line(capsys)
+    assert main(["resolve"]) == 0 and json.loads(open("study.json").read())["study"]["seed"] == 7
 
 
 def test_the_section_scan_sees_reads_in_helpers():

@@ -4,9 +4,10 @@ the loader that validates a params file into typed config objects, and the check
 A stage gets its config object (`load`, then `resolve` for a variant), never the raw dict.
 Imports `pipeline.names`, `pipeline.errors` and the energy package's CodeCarbon adapter.
 """
-from pipeline.config.loader import DEFAULT_PARAMS, build, load, merge, resolve
+from pipeline.config.loader import DEFAULT_PARAMS, build, load, merge, resolve, runs
 from pipeline.config.schema import (
-    VARIANT_SECTIONS,
+    RECIPE_SECTIONS,
+    VARIANT_KEYS,
     BsrnnConfig,
     Config,
     DataConfig,
@@ -24,7 +25,7 @@ from pipeline.config.schema import (
 )
 
 __all__ = [
-    "DEFAULT_PARAMS", "VARIANT_SECTIONS", "BsrnnConfig", "Config", "DataConfig", "EnergyConfig", "EvalConfig",
+    "DEFAULT_PARAMS", "RECIPE_SECTIONS", "VARIANT_KEYS", "BsrnnConfig", "Config", "DataConfig", "EnergyConfig", "EvalConfig",
     "ModelConfig", "RuntimeConfig", "SadConfig", "StftConfig", "SyntheticConfig", "TrackingConfig", "TrainConfig",
-    "UmxConfig", "build", "load", "merge", "resolve", "to_dict",
+    "UmxConfig", "build", "load", "merge", "resolve", "runs", "to_dict",
 ]

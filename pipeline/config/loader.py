@@ -17,7 +17,7 @@ from typing import Literal
 import yaml
 
 from pipeline.config import checks
-from pipeline.config.schema import INTERNAL_KEYS, VARIANT_SECTIONS, Config, to_dict
+from pipeline.config.schema import INTERNAL_KEYS, VARIANT_KEYS, Config, to_dict
 from pipeline.config.variants import PAPER_VARIANTS
 from pipeline.errors import ConfigError
 
@@ -46,9 +46,9 @@ def load(path: str | Path = DEFAULT_PARAMS) -> Config:
         if not isinstance(overrides, dict):
             raise ConfigError(f"{path}: variants.{name}: expected a mapping of overrides, got {_kind(overrides)}")
         for section in overrides:
-            if section not in VARIANT_SECTIONS:
+            if section not in VARIANT_KEYS:
                 raise ConfigError(
-                    f"{path}: variants.{name}.{section}: a variant may override only {', '.join(VARIANT_SECTIONS)}"
+                    f"{path}: variants.{name}.{section}: a variant may override only {', '.join(VARIANT_KEYS)}"
                 )
     resolved = [resolve(config, name) for name in config.variants]
     for line in checks.warnings(resolved):
@@ -56,15 +56,28 @@ def load(path: str | Path = DEFAULT_PARAMS) -> Config:
     return config
 
 
-def resolve(study: Config, name: str) -> Config:
-    """The config of variant `name`: the study's sections deep-merged with the variant's overrides."""
+def resolve(study: Config, name: str, seed: int | None = None) -> Config:
+    """The config of variant `name` trained with `seed` (default: the study's first seed): the
+    study's sections deep-merged with the variant's overrides."""
     if name not in study.variants:
         known = ", ".join(sorted(study.variants)) or "none"
         raise ConfigError(f"{study.params_file}: variants.{name}: no such variant (known: {known})")
     merged = merge(to_dict(study), study.variants[name])
     merged["variant"] = name
+    if seed is not None:
+        merged["seed"] = seed
     # The study is valid, so an error here comes from the variant's overrides: name it so.
     return build(merged, study.params_file, prefix=f"variants.{name}")
+
+
+def runs(study: Config) -> list[tuple[str, int]]:
+    """Every (variant, seed) of the study, variants in params order: seed, seed + 1, ... as many as
+    the variant's `seeds`."""
+    out = []
+    for name in study.variants:
+        variant = resolve(study, name)
+        out += [(name, study.seed + i) for i in range(variant.seeds)]
+    return out
 
 
 def merge(base: dict, overrides: dict) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.energy.green_algorithms import MEMORY_W_PER_GB
-from pipeline.names import TARGETS
+from pipeline.names import TARGETS, run_key
 
 
 def num(default, lo=None, hi=None, lo_open=False):
@@ -177,7 +177,8 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class Config:
-    seed: int = num(42, 0)
+    seed: int = num(42, 0)  # the first seed; a variant of `seeds` seeds runs seed, seed + 1, ...
+    seeds: int = num(1, 1)  # trainings per variant, each its own run (the replication trained each once)
     targets: tuple[str, ...] = TARGETS
     data: DataConfig = field(default_factory=DataConfig)
     sad: SadConfig = field(default_factory=SadConfig)
@@ -195,9 +196,16 @@ class Config:
     def as_dict(self) -> dict:
         return to_dict(self)
 
+    @property
+    def run(self) -> str:
+        """The run key of a resolved variant and seed (`names.run_key`)."""
+        return run_key(self.variant, self.seed)
 
-# Sections a variant may override; the others describe the study or the machine, not a model.
-VARIANT_SECTIONS = ("stft", "model", "train", "eval")
+
+# The sections of a variant's recipe; a variant may override them and its number of seeds. The
+# other sections describe the study or the machine, not a model.
+RECIPE_SECTIONS = ("stft", "model", "train", "eval")
+VARIANT_KEYS = ("seeds", *RECIPE_SECTIONS)
 # Keys a params file may not set: sepcost sets them.
 INTERNAL_KEYS = ("variant", "params_file")
 

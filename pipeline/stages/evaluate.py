@@ -31,23 +31,23 @@ from pipeline.names import EVAL, EXECUTION_KEYS, REFERENCE_ROWS
 from pipeline.runtime import pick_device, side_by_side
 
 
-def run(study: Config, variant: str) -> dict:
-    cfg = resolve(study, variant)
+def run(study: Config, variant: str, seed: int | None = None) -> dict:
+    cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
     manifest = load_manifest()
-    checkpoint = paths.model_dir(variant) / "best.pt"
+    checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model; run `sepcost train --variant {variant}` first")
+        raise UserError(f"{checkpoint}: no trained model; run `sepcost train --variant {variant} --seed {cfg.seed}` first")
     models = load_models(checkpoint, device)
 
     def separate(mixture, references):
         return estimate(models, torch.from_numpy(mixture), cfg.eval, manifest.sample_rate, device).numpy()
 
-    train_metrics = paths.train_metrics(variant)
+    train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
-    result = _tracked(cfg, variant, f"evaluate@{variant}", run_id,
-                      lambda track_dir: _score_all(cfg, variant, manifest, separate, device, track_dir))
-    print(f"evaluate: {variant}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
+    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id,
+                      lambda track_dir: _score_all(cfg, cfg.run, manifest, separate, device, track_dir))
+    print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
           f"over {result['tracks']} tracks")
     return result
 
@@ -97,7 +97,8 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
     with side_by_side(len(tracks), device, cfg.runtime.threads) as (pool, _):
         summaries = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=f"evaluate {name}", unit="track"))
     scores = {track.name: summary for track, summary in zip(tracks, summaries)}
-    return {"variant": name, "tracks": len(scores), **aggregate(scores, cfg.targets)}
+    return {"variant": cfg.variant or name, "seed": cfg.seed, "run": name, "tracks": len(scores),
+            **aggregate(scores, cfg.targets)}
 
 
 def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:

@@ -5,15 +5,13 @@ initialisation, so the paper's 164 M-parameter variant is counted in well under 
 """
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
+import math
 
-from pipeline import paths
+from pipeline import reference
 from pipeline.config import Config, resolve
+from pipeline.names import PARAMS_M
 from pipeline.specs import count, separator_specs
-
-REFERENCE_CSV = paths.REFERENCE / "paper_validation.csv"
 
 
 def summary(cfg: Config) -> str:
@@ -37,34 +35,15 @@ def summary(cfg: Config) -> str:
     return " ".join(parts)
 
 
-def published_counts(path: Path = REFERENCE_CSV) -> dict[str, float | None]:
-    """Published parameter counts in millions by variant, None for a blank cell."""
-    if not path.exists():
-        return {}
-    with path.open(newline="") as f:
-        return {r["variant"]: float(r["params_m"]) if (r.get("params_m") or "").strip() else None
-                for r in csv.DictReader(f)}
-
-
-def _model_key(cfg: Config) -> str:
-    return json.dumps(separator_specs(cfg), sort_keys=True)
-
-
 def rows(cfg: Config) -> list[dict]:
-    """One row per variant. A blank published cell means "the same model as another row": the count
-    of a published variant with the same models (large_patience30 -> large), else the base's."""
-    published = published_counts()
-    resolved = {name: resolve(cfg, name) for name in cfg.variants}
-    by_model = {}
-    for name, vcfg in resolved.items():
-        if published.get(name) is not None:
-            by_model.setdefault(_model_key(vcfg), published[name])
+    """One row per variant, with its published parameter count (`pipeline.reference`)."""
+    published, _ = reference.validation(cfg)
     out = []
-    for name, vcfg in resolved.items():
+    for name in cfg.variants:
+        vcfg = resolve(cfg, name)
         params = count(vcfg)
-        pub = published.get(name, None)
-        if pub is None and name in published:
-            pub = by_model.get(_model_key(vcfg), published.get("base"))
+        pub = published.get(name, {}).get(PARAMS_M)
+        pub = pub if pub is not None and math.isfinite(pub) else None
         diff = None if pub is None else 100.0 * (params / 1e6 - pub) / pub
         out.append({"variant": name, "architecture": summary(vcfg), "models": len(separator_specs(vcfg)),
                     "params": params, "params_published_m": pub, "diff_percent": diff})
@@ -83,7 +62,7 @@ def run(cfg: Config, as_json: bool) -> None:
         pub = "-" if r["params_published_m"] is None else f"{r['params_published_m']:.2f} M"
         diff = "-" if r["diff_percent"] is None else f"{r['diff_percent']:+.2f}%"
         print(f"{r['variant']:{width}s}  {r['architecture']:{arch_width}s}  {r['params']:>13,d}  {pub:>9s}  {diff:>7s}")
-    if not REFERENCE_CSV.exists():
-        print(f"(no published counts: {REFERENCE_CSV} not found)")
+    if not reference.VALIDATION.exists():
+        print(f"(no published counts: {reference.VALIDATION} not found)")
     else:
-        print(f"published: {REFERENCE_CSV} (params_m), counts of the paper's sizes (configs/paper.yaml)")
+        print(f"published: {reference.VALIDATION} (params_m), counts of the paper's sizes (configs/paper.yaml)")

@@ -12,9 +12,9 @@ from pipeline.inference.files import separate_files
 from pipeline.runtime import pick_device
 
 
-def run(study: Config, variant: str, audio: list[str], out: str) -> list:
-    cfg = resolve(study, variant)  # an unknown variant is a config error, named as such
-    checkpoint = paths.model_dir(variant) / "best.pt"
+def run(study: Config, variant: str, audio: list[str], out: str, seed: int | None = None) -> list:
+    cfg = resolve(study, variant, seed)  # an unknown variant is a config error, named as such
+    checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{variant}` first")
+        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{cfg.run}` first")
     return separate_files(audio, checkpoint, out, cfg.eval, pick_device(cfg.runtime.device))

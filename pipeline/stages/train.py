@@ -27,17 +27,18 @@ from pipeline.energy.meter import EnergyMeter
 from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
+from pipeline.training import forecast
 from pipeline.training.loop import run_epoch
 from pipeline.training.resume import fingerprint, resumable
 from pipeline.training.slot import Slot, init_umx_stats, make_slot
 from pipeline.training.validation import VALID, load_validation_tracks, mixture_usdr
 
 
-def run(study: Config, variant: str) -> dict:
-    cfg = resolve(study, variant)
+def run(study: Config, variant: str, seed: int | None = None) -> dict:
+    cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
     manifest = load_manifest()
-    out = paths.model_dir(variant)
+    out = paths.model_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
     last_path, energy_path = out / "last.pt", out / "energy.json"
     fp = fingerprint(cfg, manifest)
@@ -47,11 +48,12 @@ def run(study: Config, variant: str) -> dict:
     slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
     history: list[dict] = []
     start_epoch = 0
+    per_epoch: dict = {}  # the first epoch's cost, from which the forecast is scaled
     if resume:
         for slot, state in zip(slots, resume["slots"]):
             slot.restore(state)
-        history, start_epoch = resume["history"], resume["epoch"]
-        print(f"train: resuming {variant} after epoch {start_epoch} from {last_path}")
+        history, start_epoch, per_epoch = resume["history"], resume["epoch"], resume.get("per_epoch", {})
+        print(f"train: resuming {cfg.run} after epoch {start_epoch} from {last_path}")
     elif cfg.model.arch == "umx":
         for slot in slots:
             init_umx_stats(slot)
@@ -60,13 +62,14 @@ def run(study: Config, variant: str) -> dict:
 
     def save_state(complete: bool, run_id: str) -> None:
         checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
-                         "history": history, "complete": complete, "mlflow_run_id": run_id}, last_path)
+                         "history": history, "per_epoch": per_epoch, "complete": complete,
+                         "mlflow_run_id": run_id}, last_path)
 
     tracking.configure(cfg.tracking)
-    with tracking.run(cfg, stage=f"train@{variant}") as mlrun:
+    with tracking.run(cfg, stage=f"train@{cfg.run}") as mlrun:
         if resume:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(start_epoch)})
-        meter = EnergyMeter(cfg.energy, out_dir=out, project_name=f"train@{variant}", previous=spent)
+        meter = EnergyMeter(cfg.energy, out_dir=out, project_name=f"train@{cfg.run}", previous=spent)
         mlrun.watch_energy(meter)
         try:
             with meter:
@@ -74,7 +77,11 @@ def run(study: Config, variant: str) -> dict:
                     if all(s.stopped for s in slots):
                         break
                     history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history))
-                    mlrun.log_epoch(epoch, history[-1])
+                    if not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
+                        per_epoch = {k: meter.totals()[k] for k in forecast.FIGURES}
+                        mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
+                    else:
+                        mlrun.log_epoch(epoch, history[-1])
                     save_state(complete=False, run_id=mlrun.run_id)
                     _save_best(out / "best.pt", cfg, slots)
                     write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
@@ -84,6 +91,10 @@ def run(study: Config, variant: str) -> dict:
         save_state(complete=True, run_id=mlrun.run_id)
         result = _summary(cfg, slots, history, params)
         result.update(meter.totals())  # both methods' totals and their CPU / GPU / RAM parts
+        if per_epoch:
+            predicted = forecast.forecast(per_epoch, cfg.train)
+            result.update(predicted)
+            result.update(forecast.errors(per_epoch, len(history), result, predicted))
         result["energy_methods"] = meter.methods
         result["mlflow_run_id"] = mlrun.run_id
         result.update(mixture_usdr(valid, cfg.targets))
@@ -91,15 +102,15 @@ def run(study: Config, variant: str) -> dict:
         mlrun.log_metrics({
             (f"best_{k}" if k.startswith(VALID) else k): v for k, v in result.items() if isinstance(v, (int, float))
         })
-        write_json(paths.train_metrics(variant), result)
-        _write_history(paths.train_history(variant), history)
-        mlrun.log_artifact(paths.train_history(variant))
-        mlrun.log_artifact(paths.train_metrics(variant))
+        write_json(paths.train_metrics(cfg.run), result)
+        _write_history(paths.train_history(cfg.run), history)
+        mlrun.log_artifact(paths.train_history(cfg.run))
+        mlrun.log_artifact(paths.train_metrics(cfg.run))
         config_path = out / "config.json"
         write_json(config_path, cfg.as_dict())
         mlrun.log_artifact(config_path)
     print(
-        f"train: {variant}: valid uSDR {result[f'{VALID}usdr_avg']:.2f} dB after {result['epochs']} epochs, "
+        f"train: {cfg.run}: valid uSDR {result[f'{VALID}usdr_avg']:.2f} dB after {result['epochs']} epochs, "
         f"{result[KWH_CODECARBON] * 1000:.2f} Wh (CodeCarbon), {result[KWH_GREEN_ALGORITHMS] * 1000:.2f} Wh (Green Algorithms)"
     )
     return result
@@ -115,7 +126,7 @@ def _save_best(path: Path, cfg: Config, slots: list[Slot]) -> None:
 
 def _summary(cfg: Config, slots: list[Slot], history: list[dict], params: int) -> dict:
     """The training's figures: epochs, parameters, lr, and each target's best validation uSDR."""
-    result = {"variant": cfg.variant, "epochs": len(history), "params": int(params), PARAMS_M: params / 1e6,
+    result = {"variant": cfg.variant, "seed": cfg.seed, "run": cfg.run, "epochs": len(history), "params": int(params), PARAMS_M: params / 1e6,
               LR_EFFECTIVE: cfg.train.effective_lr, "global_batch": cfg.train.global_batch}
     for slot in slots:
         best = history[slot.best_epoch - 1] if slot.best_epoch > 0 else history[-1]

@@ -233,7 +233,7 @@ def _open(config: Config, stage: str, run_id: str | None, run_name: str | None) 
         except MlflowException:  # e.g. a store made anew since: log into a new run and say so
             previous = None
     if previous is None:
-        name = run_name or config.variant or provenance.stage_kind(stage)
+        name = run_name or (config.run if config.variant else provenance.stage_kind(stage))
         tags = provenance.run_tags(config, stage, name)
         if run_id is not None:
             tags["reopen_failed"] = run_id

@@ -11,19 +11,19 @@ from pipeline.data.manifest import load_manifest
 from pipeline.cli import main
 from pipeline.names import TARGETS
 from pipeline.evaluation.bounds import oracle_irm
-from tests.conftest import TINY, error_line, write_params
+from tests.conftest import BASE, TINY, error_line, write_params
 
 pytestmark = pytest.mark.slow
 
 
 def test_evaluate_writes_museval_json_metrics_and_logs_into_the_training_run(trained):
     assert main(["evaluate", "--variant", "base"]) == 0
-    result = json.loads(paths.eval_metrics("base").read_text())
+    result = json.loads(paths.eval_metrics(BASE).read_text())
     for t in TARGETS:
         for metric in ("usdr", "csdr", "sir", "sar", "isr"):
             assert np.isfinite(result[f"{metric}_{t}"])
     assert result["tracks"] == 1 and result["eval_energy_kwh_codecarbon"] > 0
-    (track_file,) = [p for p in paths.eval_tracks("base").glob("*.json")]
+    (track_file,) = [p for p in paths.eval_tracks(BASE).glob("*.json")]
     scores = json.loads(track_file.read_text())
     assert [t["name"] for t in scores["targets"]] == list(TARGETS)
     frame = scores["targets"][0]["frames"][0]
@@ -32,7 +32,7 @@ def test_evaluate_writes_museval_json_metrics_and_logs_into_the_training_run(tra
     cfg = config.load("params.yaml")
     tracking.configure(cfg.tracking)
     client = MlflowClient(tracking.resolved(cfg.tracking)[0])
-    train_run = json.loads(paths.train_metrics("base").read_text())["mlflow_run_id"]
+    train_run = json.loads(paths.train_metrics(BASE).read_text())["mlflow_run_id"]
     assert result["mlflow_run_id"] == train_run
     run = client.get_run(train_run)
     assert run.data.metrics["csdr_avg"] == pytest.approx(result["csdr_avg"])
@@ -59,7 +59,7 @@ def test_oracle_irm_of_a_single_source_is_the_mixture():
 
 def test_evaluate_without_a_model_says_so(study, capsys):
     assert main(["evaluate", "--variant", "large"]) == 1
-    assert "models/large/best.pt: no trained model" in error_line(capsys)
+    assert "models/large-seed42/best.pt: no trained model" in error_line(capsys)
 
 
 # ----------------------------------------------------------------------------- score
@@ -128,10 +128,10 @@ def test_evaluated_estimates_score_the_same(trained, tmp_path):
     write_params(trained, {**TINY, "eval": {**TINY["eval"], "write_estimates": True}})
     cfg = config.load("params.yaml")
     assert main(["evaluate", "--variant", "base"]) == 0
-    result = json.loads(paths.eval_metrics("base").read_text())
+    result = json.loads(paths.eval_metrics(BASE).read_text())
     manifest = load_manifest()
     reference_dir = manifest.root / "test"
-    assert main(["score", str(reference_dir), str(paths.estimates_dir("base")), "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["score", str(reference_dir), str(paths.estimates_dir(BASE)), "--json", str(tmp_path / "s.json")]) == 0
     scores = json.loads((tmp_path / "s.json").read_text())
     for t in cfg.targets:
         assert scores["aggregate"][t]["usdr"] == pytest.approx(result[f"usdr_{t}"], abs=0.05)
@@ -160,4 +160,4 @@ def test_separate_bad_input(trained, tmp_path, capsys):
     assert main(["separate", str(bad), "--variant", "base"]) == 1
     assert "notes.wav: unreadable audio" in error_line(capsys)
     assert main(["separate", str(bad), "--variant", "large"]) == 1
-    assert "models/large/best.pt: no trained model" in error_line(capsys)
+    assert "models/large-seed42/best.pt: no trained model" in error_line(capsys)

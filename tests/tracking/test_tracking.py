@@ -73,7 +73,7 @@ def test_run_logs_params_tags_epochs_final_metrics_and_artifacts(store, tmp_path
                 busy(0.3)
             calls.clear()
             tracked.log_epoch(epoch, {"train_loss": 1.0 / epoch, "valid_usdr_avg": float(epoch),
-                                      "epoch_energy_kwh_codecarbon": task.energy_kwh_codecarbon})
+                                      "epoch_energy_kwh_codecarbon": task["energy_kwh_codecarbon"]})
             tracked.flush()  # written in the background
             assert len(calls) == 1  # one batched call per epoch, energy so far included
         calls.clear()
@@ -86,7 +86,7 @@ def test_run_logs_params_tags_epochs_final_metrics_and_artifacts(store, tmp_path
 
     client = client_for(cfg)
     run = client.get_run(tracked.run_id)
-    assert run.info.status == "FINISHED" and run.info.run_name == "base"
+    assert run.info.status == "FINISHED" and run.info.run_name == "base-seed42"  # names.run_key
     params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
     assert params["train.lr"] == str(cfg.train.lr) and params["seed"] == "42"
     assert not any(k.startswith("variants") for k in params)
