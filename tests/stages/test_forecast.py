@@ -14,10 +14,11 @@ from pipeline.names import run_key
 from tests.conftest import REPO, SMALL_DATA
 
 pytestmark = pytest.mark.slow
-# Shrunk so that the CPU builds and steps them in seconds; every other key of a variant (its
-# schedule: batch, epoch items, accumulation, chunk, sampler, loss) is kept.
+# Shrunk so that the CPU builds and steps them in seconds (models and chunks); every other key of a
+# variant (its schedule: batch, epoch items, accumulation, sampler, loss) is kept.
 SMALL_MODELS = {"n": 4, "r": 1}
 SMALL_UMX = {"hidden": 8}
+SMALL_CHUNK_S = 0.5
 
 
 def _shrunk(variants: dict) -> dict:
@@ -30,16 +31,25 @@ def _shrunk(variants: dict) -> dict:
                 model["bsrnn"]["mu"] = min(model["bsrnn"].get("mu", 4), 2)
         if "umx" in model:
             model["umx"].update({k: v for k, v in SMALL_UMX.items() if k in model["umx"]})
+        if "chunk_s" in overrides.get("train", {}):
+            overrides["train"]["chunk_s"] = SMALL_CHUNK_S
     return out
 
 
-def _study(params: str) -> dict:
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One MLflow store for the module: creating a store's tables takes seconds."""
+    return tmp_path_factory.mktemp("forecasts") / "mlflow.db"
+
+
+def _study(params: str, store) -> dict:
     """The params file on the prepared small synthetic set, its models shrunk, its schedules kept."""
     raw = yaml.safe_load((REPO / params).read_text()) or {}
     study = config.merge(raw, {
+        "tracking": {"uri": f"sqlite:///{store}"},
         "data": {"source": "synthetic", "root": None, **SMALL_DATA},
         "model": {"bsrnn": {**SMALL_MODELS, "checkpoint_blocks": 0}, "umx": SMALL_UMX},
-        "train": {"valid_tracks": 1},
+        "train": {"valid_tracks": 1, "chunk_s": SMALL_CHUNK_S},
         "eval": {"segment_s": 4.0},
     })
     study["variants"] = _shrunk(raw.get("variants", PAPER_VARIANTS))
@@ -48,8 +58,8 @@ def _study(params: str) -> dict:
 
 @pytest.mark.parametrize("params, variant", [(p, v) for p in ("params.yaml", "configs/paper.yaml")
                                              for v in config.load(REPO / p).variants])
-def test_forecast_runs_for_every_variant(study, capsys, params, variant):
-    (study / "params.yaml").write_text(yaml.safe_dump(_study(params), sort_keys=False))
+def test_forecast_runs_for_every_variant(study, store, capsys, params, variant):
+    (study / "params.yaml").write_text(yaml.safe_dump(_study(params, store), sort_keys=False))
     assert main(["forecast", "--variant", variant, "--steps", "2"]) == 0
     out = capsys.readouterr().out
     assert "full schedule" in out and "assuming every epoch costs" in out
