@@ -1,14 +1,15 @@
-"""What the report reads from DVC's side of the study: the current metrics and the published figures.
+"""What the report reads from DVC's side of the study: the current metrics of every run.
 
-`metrics/train/<variant>.json`, `metrics/eval/<variant>.json` (the variants of the params file and
-the reference rows), `plots/train/<variant>.tsv` and `reports/reference/*.csv`, gathered into one
-`Study`; plus the number helpers every part of the report reads metrics with (`num`, `finite`,
-`fsum`). A file that is missing is left out; one that is broken is a `UserError` naming it.
-Imports `pipeline.names`, `pipeline.paths`, `pipeline.errors` and pandas.
+`metrics/train/<run>.json`, `metrics/eval/<run>.json` and `plots/train/<run>.tsv` of every run of
+the study (a run is one variant trained with one seed, named by its run key) and of the reference
+rows, gathered into one `Study` with what the stage passes in: each variant's run keys, model
+family and recipe changes (`Variant`), the published figures and whether the study is at the
+paper's scale. Plus the number helpers every part of the report reads metrics with (`num`,
+`finite`, `fsum`, `mean`). A file that is missing is left out; one that is broken is a `UserError`
+naming it. Imports `pipeline.names`, `pipeline.paths`, `pipeline.errors` and pandas.
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass, field
@@ -17,12 +18,9 @@ from typing import Any, Iterable, Mapping
 
 from pipeline import paths
 from pipeline.errors import UserError
-from pipeline.names import AVG, PARAMS_M, REFERENCE_ROWS
+from pipeline.names import REFERENCE_ROWS
 
-# The published figures of reports/reference/ and the columns each must have.
-PAPER_VALIDATION = "paper_validation.csv"
-PAPER_VALIDATION_COLUMNS = ("variant", "avg_usdr", PARAMS_M, "kwh_codecarbon", "kwh_green_algorithms")
-PAPER_TEST = "paper_test.csv"
+TRAINING, EVALUATION = "train", "eval"  # the two metrics files of a run (`Study.metrics`)
 
 
 def num(value) -> float:
@@ -42,6 +40,12 @@ def finite(value) -> bool:
 def fsum(values: Iterable) -> float:
     """The sum of the finite values, missing ones left out."""
     return float(sum(v for v in (num(x) for x in values) if math.isfinite(v)))
+
+
+def mean(values: Iterable) -> float:
+    """The mean of the finite values; NaN when there is none."""
+    kept = [v for v in (num(x) for x in values) if math.isfinite(v)]
+    return float(sum(kept) / len(kept)) if kept else math.nan
 
 
 def _read_json(path: Path) -> dict | None:
@@ -71,65 +75,81 @@ def _read_history(path: Path):
     return table
 
 
-def _read_reference(name: str, required: tuple[str, ...]) -> tuple[list[dict], str | None]:
-    """Rows of a published-figures CSV, or none and a note saying why."""
-    path = paths.REFERENCE / name
-    if not path.is_file():
-        return [], f"{path} not found: published figures left out"
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: expected the columns {', '.join(required)} (missing: {', '.join(missing)})")
-        return list(reader), None
+@dataclass(frozen=True)
+class Variant:
+    """What the stage knows of a variant from the params: its runs' keys (seeds in order), its model
+    family and where its resolved recipe differs from base's (`config.recipes.changes`, as text)."""
+
+    runs: tuple[str, ...]
+    arch: str = "?"
+    changes: tuple[str, ...] = ()
 
 
 @dataclass
 class Study:
-    """What the current metrics say, per variant and reference row."""
+    """What the current metrics say, per run and reference row, and what each variant is."""
 
     variants: list[str]
     targets: tuple[str, ...]
-    train: dict[str, dict]
-    eval: dict[str, dict]
-    history: dict[str, Any]
+    runs: dict[str, tuple[str, ...]]  # variant -> its run keys, first seed first
     arch: dict[str, str]
-    published: dict[str, dict]  # paper_validation rows by variant
+    changes: dict[str, tuple[str, ...]]
+    train: dict[str, dict]  # by run key
+    eval: dict[str, dict]  # by run key, and the reference rows by name
+    history: dict[str, Any]  # by run key
+    published: dict[str, dict]  # the paper's validation rows by variant (`pipeline.reference`)
     published_test: list[dict]
     current_ids: dict[str, str]  # MLflow run id -> the metrics file naming it
+    paper_scale: bool = False  # the paper's data and model sizes: absolute figures compare
+    scale_reason: str = ""  # why not, when not
+    base: str = "base"  # the variant every other one is compared with (`config.recipes.BASE`)
     notes: list[str] = field(default_factory=list)
 
+    def metrics(self, variant: str, kind: str = TRAINING) -> list[dict]:
+        """The train (or eval) metrics of a variant's runs that have them, seeds in order."""
+        table = self.train if kind == TRAINING else self.eval
+        return [table[r] for r in self.runs.get(variant, ()) if r in table]
+
+    def values(self, variant: str, key: str, kind: str = TRAINING) -> list[float]:
+        """A metric over a variant's runs, the finite values only."""
+        return [v for v in (num(m.get(key)) for m in self.metrics(variant, kind)) if math.isfinite(v)]
+
+    def mean(self, variant: str, key: str, kind: str = TRAINING) -> float:
+        return mean(self.values(variant, key, kind))
+
+    def trained(self, variant: str) -> list[str]:
+        return [r for r in self.runs.get(variant, ()) if r in self.train]
+
     def ran(self, variant: str) -> bool:
-        return variant in self.train or variant in self.eval
+        """A variant with no run trained is "not run"."""
+        return bool(self.trained(variant))
+
+    def all_runs(self) -> list[str]:
+        return [r for v in self.variants for r in self.runs.get(v, ())]
 
 
-def load_study(cfg, archs: Mapping[str, str]) -> Study:
-    """The current metrics of `cfg`'s variants (params order) and of the reference rows, with each
-    variant's model family from `archs` ("?" where it has none)."""
-    variants = list(cfg.variants)
-    train = {v: d for v in variants if (d := _read_json(paths.train_metrics(v))) is not None}
-    evals = {v: d for v in [*variants, *REFERENCE_ROWS] if (d := _read_json(paths.eval_metrics(v))) is not None}
+def load_study(targets: Iterable[str], variants: Mapping[str, Variant],
+               published: tuple[dict[str, dict], str | None] = ({}, None),
+               published_test: tuple[list[dict], str | None] = ([], None),
+               paper_scale: bool = False, scale_reason: str = "", base: str = "base") -> Study:
+    """The current metrics of every run of `variants` (params order) and of the reference rows, with
+    the published validation rows by variant and test rows (`pipeline.reference`'s, each with its
+    note when its file is missing)."""
+    names = list(variants)
+    runs = {v: tuple(variants[v].runs) for v in names}
+    every = [r for v in names for r in runs[v]]
+    train = {r: d for r in every if (d := _read_json(paths.train_metrics(r))) is not None}
+    evals = {r: d for r in [*every, *REFERENCE_ROWS] if (d := _read_json(paths.eval_metrics(r))) is not None}
     if not train and not evals:
         raise UserError(
-            f"{paths.METRICS}/: no metrics of this study's variants or reference rows "
-            f"({paths.train_metrics('<variant>')}, {paths.eval_metrics('<variant>')}); "
+            f"{paths.METRICS}/: no metrics of this study's runs or reference rows "
+            f"({paths.train_metrics('<run>')}, {paths.eval_metrics('<run>')}); "
             "run the pipeline first (`dvc repro`, or `sepcost train` and `sepcost evaluate`)"
         )
-    history = {v: h for v in variants if (h := _read_history(paths.train_history(v))) is not None}
-    arch = {v: archs.get(v, "?") for v in variants}
+    history = {r: h for r in every if (h := _read_history(paths.train_history(r))) is not None}
+    notes = [note for _, note in (published, published_test) if note]
 
-    notes = []
-    valid_rows, note = _read_reference(PAPER_VALIDATION, PAPER_VALIDATION_COLUMNS)
-    notes += [note] if note else []
-    published = {r["variant"]: r for r in valid_rows}
-    base_params = published.get("base", {}).get(PARAMS_M, "")
-    for row in published.values():  # a blank parameter count means "same as base"
-        if not str(row.get(PARAMS_M, "")).strip():
-            row[PARAMS_M] = base_params
-    test_rows, note = _read_reference(PAPER_TEST, ("model", "metric", *cfg.targets, AVG))
-    notes += [note] if note else []
-
-    # Every metrics file present is the current state, variants removed from params included.
+    # Every metrics file present is the current state, runs removed from params included.
     current = {}
     for folder in (paths.METRICS / "train", paths.METRICS / "eval"):
         for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -137,4 +157,6 @@ def load_study(cfg, archs: Mapping[str, str]) -> Study:
             run_id = data.get("mlflow_run_id") if data else None
             if isinstance(run_id, str) and run_id:
                 current.setdefault(run_id, str(path))
-    return Study(variants, tuple(cfg.targets), train, evals, history, arch, published, test_rows, current, notes)
+    return Study(names, tuple(targets), runs, {v: variants[v].arch for v in names},
+                 {v: tuple(variants[v].changes) for v in names}, train, evals, history, dict(published[0]),
+                 list(published_test[0]), current, paper_scale, scale_reason, base, notes)

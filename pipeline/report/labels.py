@@ -8,21 +8,28 @@ import math
 
 
 def place_labels(ax, xy: list[tuple[float, float]], labels: list[str], fontsize: float = 5.0,
-                 priority: list[int] | None = None, avoid: list[tuple[float, float]] = ()) -> list:
+                 priority: list[int] | None = None, avoid: list[tuple[float, float]] = (),
+                 segments: list[tuple] = (),
+                 markers: list[tuple[float, float]] = ()) -> list:
     """Label every point at the candidate position around it that overlaps the least with the other
-    labels, the points, the `avoid` points (e.g. samples along a line) and the axes' edges; labels
-    are placed greedily in `priority` order, then each is moved again given all the others. A label
-    pushed away from its point gets a leader line. The axes' limits must be final."""
+    labels, the points (and the unlabelled `markers`), the `avoid` points (e.g. samples along a
+    line), the `segments` ((a, b) or (a, b, weight): error bars, lines joining points; what of them
+    a label would cover) and the axes' edges; labels are placed greedily in `priority` order, then
+    each is moved again given all the others. A label pushed away from its point gets a leader
+    line. The axes' limits must be final."""
     fig = ax.figure
     fig.draw_without_rendering()  # the layout engine places the axes first
     renderer = fig.canvas.get_renderer()
     scale = fig.dpi / 72.0
     pts = [tuple(ax.transData.transform(p)) for p in xy]
     r_mark = 4.0 * scale  # a marker and a little room around it, so no label sits by another's point
-    marks = [(x - r_mark, y - r_mark, x + r_mark, y + r_mark) for x, y in pts]
+    marks = [(x - r_mark, y - r_mark, x + r_mark, y + r_mark)
+             for x, y in [*pts, *(ax.transData.transform(p) for p in markers)]]
     r_avoid = 0.8 * scale
     avoid_boxes = [(x - r_avoid, y - r_avoid, x + r_avoid, y + r_avoid)
                    for x, y in (ax.transData.transform(p) for p in avoid)]
+    lines = [(tuple(ax.transData.transform(seg[0])), tuple(ax.transData.transform(seg[1])),
+              seg[2] if len(seg) > 2 else 1.0) for seg in segments]
     frame = ax.get_window_extent(renderer)
     angles = [math.radians(a) for a in (10, 45, 80, 100, 135, 170, 190, 225, 260, 280, 315, 350, 0, 180, 90, 270)]
     radii = (3.5, 7.0, 11.0, 16.0, 22.0, 29.0)
@@ -63,6 +70,7 @@ def place_labels(ax, xy: list[tuple[float, float]], labels: list[str], fontsize:
         c = sum(area(box, o) for j, o in others.items() if j != i) * 4
         c += sum(area(box, m) for j, m in enumerate(marks) if j != i) * 3
         c += sum(area(box, b) for b in avoid_boxes) * 1.5
+        c += sum(_covered(box, a, b) * weight for a, b, weight in lines) * h
         c += ((max(0, frame.x0 - box[0]) + max(0, box[2] - frame.x1)) * h
               + (max(0, frame.y0 - box[1]) + max(0, box[3] - frame.y1)) * w) * 6
         c += r_i * r_i * 0.03 * w * h  # near the point is easier to read
@@ -88,8 +96,28 @@ def place_labels(ax, xy: list[tuple[float, float]], labels: list[str], fontsize:
                  if r_i >= 2 else None)
         texts.append(ax.annotate(labels[i], xy=xy[i], xytext=(ox / scale, oy / scale), textcoords="offset points",
                                  ha=ha, va=va, fontsize=fontsize, arrowprops=arrow, annotation_clip=False,
-                                 zorder=5))
+                                 zorder=5, bbox={"boxstyle": "square,pad=0.08", "fc": "white", "ec": "none",
+                                                 "alpha": 0.65}))  # legible over lines and bars
     return texts
+
+
+def _covered(box: tuple, a: tuple[float, float], b: tuple[float, float]) -> float:
+    """The length of the segment a-b inside box (Liang-Barsky clipping)."""
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-dx, a[0] - box[0]), (dx, box[2] - a[0]), (-dy, a[1] - box[1]), (dy, box[3] - a[1])):
+        if p == 0:
+            if q < 0:
+                return 0.0
+            continue
+        t = q / p
+        if p < 0:
+            t0 = max(t0, t)
+        else:
+            t1 = min(t1, t)
+        if t0 > t1:
+            return 0.0
+    return (t1 - t0) * math.hypot(dx, dy)
 
 
 def _sign(value: float, dead: float) -> int:

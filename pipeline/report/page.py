@@ -1,6 +1,8 @@
-"""The report's one self-contained page, reports/index.html: the summary, how energy was measured
-(`energy_methods_summary`, from what each training recorded of CodeCarbon's methods), the tables,
-the figures embedded as data URIs, the ledger and every run; nothing fetched from elsewhere.
+"""The report's one self-contained page, reports/index.html: the summary (variants, runs and seeds,
+effects), how energy was measured (`energy_methods_summary`, from what each training recorded of
+CodeCarbon's methods), the tables (the study, the effects against seed noise with the note on
+relative against absolute comparison, the recipes, the learning check, the forecasts, the test
+set), the figures embedded as data URIs, the ledger and every run; nothing fetched from elsewhere.
 Imports `pipeline.names`, `pipeline.paths` and the report's other modules.
 """
 from __future__ import annotations
@@ -12,10 +14,14 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.names import REFERENCE_ROWS
-from pipeline.report.figures import FIGURES, energy_text
-from pipeline.report.inputs import Study
+from pipeline.report.comparison import agreement_text, effects_summary
+from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
+from pipeline.report.figures import FIGURES
+from pipeline.report.inputs import EVALUATION, Study
 from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, KWH_PER_HOUSEHOLD_YEAR
+from pipeline.report.plotting import energy_text
 from pipeline.report.render import to_html
+from pipeline.report.results import scale_note
 from pipeline.report.tables import NOT_RUN, Table, runs_table_view, sci
 
 # How CodeCarbon measured each part, as `energy_methods` records it, and how far it can be trusted.
@@ -46,21 +52,20 @@ def energy_methods_summary(study: Study, memory_w_per_gb: float) -> list[str]:
     shared: dict[str, set] = {"pue": set(), "carbon_intensity_g_per_kwh": set(), "carbon_intensity_source": set(),
                               "ga_tdp_source": set(), "ga_gpu_tdp_source": set()}
     unknown = []
-    for v in study.variants:
-        methods = study.train.get(v, {}).get("energy_methods") if v in study.train else None
-        if v not in study.train:
-            continue
+    trained = [r for r in study.all_runs() if r in study.train]
+    for run in trained:
+        methods = study.train[run].get("energy_methods")
         if not isinstance(methods, dict):
-            unknown.append(v)
+            unknown.append(run)
             continue
         key = tuple(str(methods.get(k, "none")) for k in ("codecarbon", "cpu", "gpu", "ram"))
-        groups.setdefault(key, []).append(v)
+        groups.setdefault(key, []).append(run)
         for k in shared:
             if k in methods:
                 shared[k].add(str(methods[k]))
     lines = []
     for (status, cpu, gpu, ram), members in groups.items():
-        who = _list_names(members, len([v for v in study.variants if v in study.train]))
+        who = _list_names(members, len(trained))
         if status != "ok":
             lines.append(f"CodeCarbon did not measure {who} ({status}): only the Green Algorithms figure "
                          "of those runs can be used.")
@@ -97,9 +102,9 @@ def _method_note(part: str, value: str) -> str:
 
 def _list_names(names: list[str], of: int) -> str:
     if of and len(names) == of and of > 1:
-        return f"all {of} trained variants"
+        return f"all {of} trained runs"
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    return f"{'variant' if len(names) == 1 else 'variants'} {shown}"
+    return f"{'run' if len(names) == 1 else 'runs'} {shown}"
 
 
 _CSS = """
@@ -115,6 +120,7 @@ table.data th{background:#f5f5f5;position:sticky;top:0} th.group{text-align:cent
 td.n{text-align:right;font-variant-numeric:tabular-nums} td.t{text-align:left}
 tr.notrun td{color:#999} tr.short td:last-child{color:#b00020} tr.reference td{font-style:italic;background:#fafafa}
 tr.current td:first-child{font-weight:600} tr.rule td{border-top:1.5px solid #999}
+tr.better td:first-child{color:#007a5a;font-weight:600} tr.worse td:first-child{color:#b00020;font-weight:600}
 figure{margin:1rem 0;display:inline-block;vertical-align:top;max-width:520px;margin-right:1.5rem}
 figure img{width:100%;height:auto;border:1px solid #eee} figcaption{font-size:.82rem;color:#444}
 dl.totals{display:grid;grid-template-columns:max-content auto;gap:.1rem 1rem;font-size:.9rem}
@@ -126,12 +132,34 @@ def _img(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _seeds_text(study: Study) -> str:
+    """How many seeds the variants have, e.g. "3 seeds: base; 1 seed: 21 variants"."""
+    by: dict[int, list[str]] = {}
+    for v in study.variants:
+        by.setdefault(len(study.runs.get(v, ())), []).append(v)
+    parts = []
+    for n, names in sorted(by.items(), reverse=True):
+        who = ", ".join(names) if len(names) <= 3 else f"{len(names)} variants"
+        parts.append(f"{n} seed{'s' if n != 1 else ''}: {who}")
+    return "; ".join(parts)
+
+
+def _effects_text(rows: list[dict]) -> str:
+    s = effects_summary(rows)
+    return (f"on validation uSDR avg, of {s['run']} variants run beside base: {s[BETTER]} better and {s[WORSE]} worse "
+            f"beyond seed noise, {s[NOISE]} within it, {s[NO_ESTIMATE]} with no noise estimate; "
+            f"{s['sign_agrees']} of {s['sign_compared']} agree in sign with the paper")
+
+
 def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, Path], ledger: dict,
-                runs) -> str:
+                runs, effects_rows: list[dict]) -> str:
     e = html.escape
-    trained = [v for v in study.variants if v in study.train]
-    evaluated = [v for v in study.variants if v in study.eval]
+    trained = [v for v in study.variants if study.ran(v)]
+    evaluated = [v for v in study.variants if study.metrics(v, EVALUATION)]
     missing = [v for v in study.variants if not study.ran(v)]
+    every = study.all_runs()
+    runs_trained = [r for r in every if r in study.train]
+    runs_evaluated = [r for r in every if r in study.eval]
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = [f"<h1>sepcost report: {e(cfg.tracking.experiment)}</h1>",
             f'<p class="meta">Generated {now} from {e(cfg.params_file)}, {e(str(paths.METRICS))}/ and the MLflow '
@@ -139,6 +167,9 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
             "<h2>Summary</h2><dl class=\"totals\">",
             f"<dt>variants</dt><dd>{len(study.variants)} in params: {len(trained)} trained, {len(evaluated)} "
             f"evaluated, {len(missing)} not run</dd>",
+            f"<dt>runs of the study</dt><dd>{len(every)} (a variant and a seed each): {len(runs_trained)} trained, "
+            f"{len(runs_evaluated)} evaluated; {e(_seeds_text(study))}</dd>",
+            f"<dt>effects</dt><dd>{e(_effects_text(effects_rows))}</dd>",
             f"<dt>runs in MLflow</dt><dd>{ledger['runs']} ({ledger['failed_runs']} failed, "
             f"{ledger['killed_runs']} killed)</dd>",
             f"<dt>whole-study energy</dt><dd>{energy_text(ledger[KWH_CC])} CodeCarbon, "
@@ -158,17 +189,29 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
     def row_class(row: dict) -> str:
         if row.get("variant") in REFERENCE_ROWS or row.get("status") == "reference":
             return "reference"
+        if row.get("verdict") in (BETTER, WORSE):
+            return row["verdict"]
         return "notrun" if row.get("status") == NOT_RUN or NOT_RUN in str(row.get("source", "")) else ""
 
     body.append("<h2>Variants</h2>")
     body.append(to_html(tables["study"], row_class))
+    body.append("<h2>Effects: each variant against base and seed noise</h2>")
+    relative = scale_note(study) or ("The study is at the paper's scale: its absolute figures compare with the "
+                                     "paper's too (the study table's ours - published).")
+    body.append(f'<p class="note">{e(relative)} {e(agreement_text(effects_rows))}</p>')
+    body.append(to_html(tables["effects"], row_class))
+    body.append("<h2>Recipes: what each variant changes</h2>")
+    body.append(to_html(tables["recipes"]))
     if tables["learning_check"].rows:
         body.append("<h2>Learning check</h2>")
         body.append(to_html(tables["learning_check"], lambda r: "" if r["learned"] == "yes" else "short"))
     body.append("<h2>Figures</h2>")
     for name, path in figures.items():
+        caption = FIGURES[name] + (f". {agreement_text(effects_rows)[:-1]}" if name == "shape" else "")
         body.append(f'<figure id="fig-{name}"><img alt="{e(FIGURES[name])}" src="{_img(path)}">'
-                    f"<figcaption>{e(FIGURES[name])} ({e(path.name)}).</figcaption></figure>")
+                    f"<figcaption>{e(caption)} ({e(path.name)}).</figcaption></figure>")
+    body.append("<h2>Forecasts: each training's own forecast against what it measured</h2>")
+    body.append(to_html(tables["forecast"]))
     body.append("<h2>Test set: published vs this study</h2>")
     body.append(to_html(tables["test"], row_class))
     body.append("<h2>Energy ledger</h2>")

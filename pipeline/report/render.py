@@ -48,9 +48,17 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+# What plain pdfLaTeX cannot take as it is: the signs the tables use, and < > (not text in OT1).
+_TEX_SIGNS = (("->", r"$\to$"), (">=", r"$\geq$"), ("<=", r"$\leq$"), (">", r"$>$"), ("<", r"$<$"),
+              ("–", "--"), ("—", "---"), ("Δ", r"$\Delta$"), ("±", r"$\pm$"), ("·", r"$\cdot$"),
+              ("CO2e", r"CO$_2$e"), (" - ", " $-$ "))
+
+
 def _tex(text: str) -> str:
     out = "".join(_TEX_SPECIAL.get(ch, ch) for ch in text)
-    return out.replace("–", "--").replace("CO2e", r"CO$_2$e").replace(" - ", " $-$ ")
+    for sign, tex in _TEX_SIGNS:
+        out = out.replace(sign, tex)
+    return out
 
 
 def _groups(columns: list[Col]) -> list[tuple[str, int]]:

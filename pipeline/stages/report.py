@@ -1,33 +1,72 @@
 """Stage `report`: the study's tables, figures, energy ledger and reports/index.html.
 
-Reads the current metrics and the MLflow store (see `pipeline.report`); writes reports/tables/,
+Gathers from the config what the report needs (each variant's runs, model family and recipe
+changes, the published figures of `pipeline.reference`, whether the study is at the paper's scale)
+and reads the current metrics and the MLflow store (see `pipeline.report`); writes reports/tables/,
 reports/figures/ and reports/index.html, each whole or not at all, the page last, so that a report
 that fails leaves the previous one (or nothing) and the page never refers to half a folder.
 """
 from __future__ import annotations
 
-from pipeline import paths
+from pipeline import paths, reference
 from pipeline.atomic import replacing, write_json
-from pipeline.config import Config, resolve
-from pipeline.report.figures import energy_text, make_figures
-from pipeline.report.inputs import load_study
+from pipeline.config import Config, recipes, resolve, runs as study_runs
+from pipeline.names import run_key
+from pipeline.report.comparison import effects_summary, effects_table, recipes_table, variant_effects
+from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
+from pipeline.report.figures import make_figures
+from pipeline.report.inputs import Variant, load_study
 from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, load_runs, load_timeline, summarize_ledger
 from pipeline.report.page import render_html
+from pipeline.report.plotting import energy_text
 from pipeline.report.render import to_csv, write_table
-from pipeline.report.tables import LEARNING_MARGIN_DB, ledger_table, learning_table, runs_table_view, study_table, \
-    testset_table
+from pipeline.report.results import LEARNING_MARGIN_DB, forecast_table, learning_table, study_table, testset_table
+from pipeline.report.tables import ledger_table, runs_table_view
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
 INDEX = paths.REPORTS / "index.html"
+PAPER_DATA = ("musdb18hq", "musdb18")
+PARAMS_TOLERANCE_PCT = 1.0  # a variant is at the paper's size when its count is this close to the published one
+
+
+def paper_scale(cfg: Config) -> tuple[bool, str]:
+    """Whether the study is the paper's (MUSDB18(-HQ), every published parameter count matched within
+    1 %), and why not."""
+    if cfg.data.source not in PAPER_DATA:
+        return False, f"data: {cfg.data.source}, not MUSDB18-HQ"
+    from pipeline.stages.plan import rows  # counts every variant's models (on the meta device)
+
+    counted = [r for r in rows(cfg) if r["diff_percent"] is not None]
+    off = [r["variant"] for r in counted if abs(r["diff_percent"]) > PARAMS_TOLERANCE_PCT]
+    if not counted:
+        return False, "no published parameter count to compare the sizes with"
+    if off:
+        return False, (f"{len(off)} of {len(counted)} variants' parameter counts more than "
+                       f"{PARAMS_TOLERANCE_PCT:g} % off the published ones")
+    return True, ""
+
+
+def variants(cfg: Config) -> dict[str, Variant]:
+    """Each variant's run keys (`config.runs`), model family and recipe changes from base."""
+    keys: dict[str, list[str]] = {v: [] for v in cfg.variants}
+    for variant, seed in study_runs(cfg):
+        keys[variant].append(run_key(variant, seed))
+    base = recipes.BASE in cfg.variants
+    return {v: Variant(tuple(keys[v]), resolve(cfg, v).model.arch,
+                       tuple(str(c) for c in recipes.changes(cfg, v)) if base else ()) for v in cfg.variants}
 
 
 def run(cfg: Config) -> dict:
     """Build every table, figure, the ledger and reports/index.html; returns a summary."""
-    study = load_study(cfg, {v: resolve(cfg, v).model.arch for v in cfg.variants})
+    at_scale, why = paper_scale(cfg)
+    study = load_study(cfg.targets, variants(cfg), reference.validation(cfg), reference.test(cfg.targets),
+                       at_scale, why, recipes.BASE)
     runs = load_runs(cfg, study)
     ledger = summarize_ledger(runs, cfg)
-    tables = {"study": study_table(study), "test": testset_table(study), "ledger": ledger_table(ledger),
+    effects = variant_effects(study)
+    tables = {"study": study_table(study), "effects": effects_table(study, effects), "recipes": recipes_table(study),
+              "forecast": forecast_table(study), "test": testset_table(study), "ledger": ledger_table(ledger),
               "learning_check": learning_table(study)}
 
     # A `with` leaves its contexts innermost first: the page, entered first, is replaced last.
@@ -38,8 +77,8 @@ def run(cfg: Config) -> dict:
         write_json(tables_dir / "ledger.json", ledger)
         to_csv(runs_table_view(runs), tables_dir / "runs.csv")
         written += [tables_dir / "ledger.json", tables_dir / "runs.csv"]
-        figures = make_figures(study, runs, load_timeline(cfg, runs), figures_dir)
-        index.write_text(render_html(cfg, study, tables, figures, ledger, runs))
+        figures = make_figures(study, runs, load_timeline(cfg, runs), figures_dir, effects)
+        index.write_text(render_html(cfg, study, tables, figures, ledger, runs, effects))
 
     not_run = [v for v in study.variants if not study.ran(v)]
     learning = tables["learning_check"].rows
@@ -50,7 +89,11 @@ def run(cfg: Config) -> dict:
         "rows": len(tables["study"].rows),
         "variants": len(study.variants),
         "variants_run": len(study.variants) - len(not_run),
+        "runs": len(study.all_runs()),
+        "runs_trained": sum(r in study.train for r in study.all_runs()),
         "not_run": not_run,
+        "paper_scale": at_scale,
+        "effects": effects_summary(effects),
         "ledger": {k: ledger[k] for k in ("runs", "failed_runs", "killed_runs", KWH_CC, KWH_GA, KG_CO2E,
                                           "household_years_codecarbon")}
                   | {"not_current_kwh_codecarbon": ledger["not_current"][KWH_CC],
@@ -63,14 +106,21 @@ def run(cfg: Config) -> dict:
 
 
 def _print(summary: dict, ledger: dict, learning: list[dict]) -> None:
-    print(f"report: {summary['rows']} rows ({summary['variants_run']} of {summary['variants']} variants run), "
-          f"{len(summary['tables'])} table files, {len(summary['figures'])} figures -> {summary['index']}")
+    print(f"report: {summary['rows']} rows ({summary['variants_run']} of {summary['variants']} variants run, "
+          f"{summary['runs_trained']} of {summary['runs']} runs trained), {len(summary['tables'])} table files, "
+          f"{len(summary['figures'])} figures -> {summary['index']}")
     print(f"report: ledger: {ledger['runs']} runs ({ledger['failed_runs']} failed, {ledger['killed_runs']} killed), "
           f"{energy_text(ledger[KWH_CC])} CodeCarbon, {energy_text(ledger[KWH_GA])} Green Algorithms; "
           f"{energy_text(ledger['not_current'][KWH_CC])} (CodeCarbon) on runs not current")
+    e = summary["effects"]
+    print(f"report: effects vs {recipes.BASE} (validation uSDR avg, 95 %): {e[BETTER] + e[WORSE]} of {e['run']} "
+          f"variants run differ beyond seed noise ({e[BETTER]} better, {e[WORSE]} worse; {e[NOISE]} within it, "
+          f"{e[NO_ESTIMATE]} no noise estimate); {e['sign_agrees']} of {e['sign_compared']} agree in sign with "
+          "the paper")
     if learning:
         learned = [r["variant"] for r in learning if r["learned"] == "yes"]
         print(f"report: learning check (>= {LEARNING_MARGIN_DB:g} dB over silence and the mixture on every validation "
-              f"target): {len(learned)} of {len(learning)} variants pass" + (f": {', '.join(learned)}" if learned else ""))
+              f"target, means over seeds): {len(learned)} of {len(learning)} variants pass"
+              + (f": {', '.join(learned)}" if learned else ""))
     for note in summary["notes"]:
         print(f"report: note: {note}")

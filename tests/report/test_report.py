@@ -3,117 +3,37 @@ others not run), their histories, the published figures, and a real MLflow SQLit
 were made through `pipeline.tracking` (finished, failed, killed, forecast; current and superseded)."""
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
-import math
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from pipeline import config, paths, tracking
-from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import UserError
-from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, METHODS, REFERENCE_ROWS
+from pipeline.names import METHODS, REFERENCE_ROWS, run_key
 from pipeline.report import figures, ledger
-from pipeline.report.figures import COLUMN_WIDTH_IN, DPI, FIGURES, pareto_front
-from pipeline.report.inputs import load_study
+from pipeline.report.figures import FIGURES
+from pipeline.report.inputs import Variant, load_study
 from pipeline.report.page import energy_methods_summary
+from pipeline.report.plotting import COLUMN_WIDTH_IN, DPI, pareto_front
 from pipeline.stages import report
-from tests.conftest import REPO, error_line, write_params
+from tests.conftest import BASE, REPO, error_line, write_params
+from tests.report.helpers import (BASE_KWH_SCALES, BASE_SEEDS, BASE_SHIFTS, FIRST_SEED, TARGETS, copy_reference,
+                                  eval_metrics, mlflow_run, read_csv, rows_by, train_metrics, write_history,
+                                  write_json)
 
-TARGETS = ("vocals", "bass", "drums", "other")
 EXPERIMENT = "report-test"
 EVALUATED = ("base", "large", "optimized_tac", "umx")
 TRAINED_ONLY = ("stft_4096",)
 
 
-def mlflow_run(cfg, stage: str, prefix: str = "", outcome: BaseException | None = None,
-               run_id: str | None = None, run_name: str | None = None) -> tuple[str, float, float]:
-    """One run through the real tracking module with a real energy meter around a little work;
-    returns its id and the kWh this execution measured by both methods."""
-    meter = EnergyMeter(cfg.energy, out_dir=Path("energy") / stage, project_name=stage)
-    try:
-        with tracking.run(cfg, stage, run_id=run_id, run_name=run_name) as tracked:
-            tracked.watch_energy(meter, prefix=prefix)
-            with meter:
-                sum(i * i for i in range(200_000))
-                if outcome is not None:
-                    raise outcome
-    except (RuntimeError, KeyboardInterrupt):
-        pass
-    spent = meter.run_totals()
-    return tracked.run_id, spent[KWH_CODECARBON], spent[KWH_GREEN_ALGORITHMS]
-
-
-def train_metrics(variant: str, i: int, run_id: str, kwh: tuple[float, float], lr: float | None = None) -> dict:
-    out = {"variant": variant, "epochs": 4 + i, "params": 20000 * (i + 1), "params_m": 0.02 * (i + 1),
-           "best_epoch": 3 + i}
-    if lr is not None:
-        out["lr_effective"] = lr
-    for j, t in enumerate(TARGETS):
-        out[f"best_epoch_{t}"] = 3 + i
-        out[f"valid_usdr_{t}"] = 1.0 + 0.5 * i + 0.3 * j
-    out["valid_usdr_avg"] = sum(out[f"valid_usdr_{t}"] for t in TARGETS) / 4
-    # the mixture as the estimate: below silence on vocals and bass, above it on drums and other,
-    # and for the second variant too close to its score on other for the learning check
-    for t, mixture in zip(TARGETS, (-3.0, -1.0, 0.5, 2.0 if i == 1 else 0.4)):
-        out[f"mixture_valid_usdr_{t}"] = mixture
-    cc, ga = kwh
-    out.update({"energy_kwh_codecarbon": cc, "energy_kwh_green_algorithms": ga, "emissions_kg_co2e": cc * 0.05,
-                "duration_s": 600.0 * (i + 1), "cpu_kwh": cc * 0.7, "gpu_kwh": 0.0, "ram_kwh": cc * 0.3,
-                "ga_cpu_kwh": ga * 0.8, "ga_gpu_kwh": 0.0, "ga_ram_kwh": ga * 0.2,
-                "energy_methods": {"codecarbon": "ok", "cpu": "cpu_load", "gpu": "none", "ram": "constant",
-                                   "pue": 1.0, "carbon_intensity_g_per_kwh": 50.0,
-                                   "carbon_intensity_source": "codecarbon: FRA", "ga_tdp_source": "tdp.csv"},
-                "mlflow_run_id": run_id})
-    return out
-
-
-def eval_metrics(variant: str, level: float, run_id: str) -> dict:
-    out = {"variant": variant, "tracks": 2}
-    for j, t in enumerate(TARGETS):
-        for k, key in enumerate(("usdr", "csdr", "sir", "sar", "isr")):
-            out[f"{key}_{t}"] = level + 0.4 * j + 0.2 * k
-    for key in ("usdr", "csdr", "sir", "sar", "isr"):
-        out[f"{key}_avg"] = sum(out[f"{key}_{t}"] for t in TARGETS) / 4
-    out.update({"eval_energy_kwh_codecarbon": 0.001, "eval_energy_kwh_green_algorithms": 0.0012,
-                "eval_emissions_kg_co2e": 0.00005, "eval_duration_s": 30.0, "mlflow_run_id": run_id})
-    return out
-
-
-def write_history(variant: str, i: int) -> None:
-    path = paths.train_history(variant)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    columns = ["epoch", "train_loss", "valid_loss", "valid_usdr_avg", *[f"valid_usdr_{t}" for t in TARGETS], "lr",
-               "epoch_s", "epoch_energy_kwh_codecarbon", "epoch_energy_kwh_green_algorithms"]
-    lines = ["\t".join(columns)]
-    for epoch in range(1, 5 + i):
-        usdr = 1.0 + 0.5 * i + math.log(epoch)
-        values = [epoch, 1.0 / epoch + 0.1 * i, 1.1 / epoch + 0.1 * i, usdr, *[usdr + 0.1 * j for j in range(4)],
-                  0.003, 10.0, 0.001, 0.0012]
-        lines.append("\t".join(str(v) for v in values))
-    path.write_text("\n".join(lines) + "\n")
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=1))
-
-
-def copy_reference(folder: Path) -> None:
-    target = folder / paths.REFERENCE
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("paper_validation.csv", "paper_test.csv"):
-        shutil.copy(REPO / "reports" / "reference" / name, target / name)
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    """The fixture study, reported once; yields (folder, cfg, summary, expected ledger)."""
+    """The fixture study, reported once: base with 3 seeds, the other variants with one; yields
+    (folder, cfg, summary, expected ledger)."""
     folder = tmp_path_factory.mktemp("report")
     cwd = os.getcwd()
     os.chdir(folder)
@@ -123,27 +43,31 @@ def built(tmp_path_factory):
         copy_reference(folder)
         runs: dict[str, dict] = {}  # run id -> kWh measured by both methods, category
 
-        def track(variant, stage, category, **kw):
-            base = cfg if variant in REFERENCE_ROWS or variant is None else config.resolve(cfg, variant)
+        def track(variant, stage, category, seed=None, **kw):
+            base = cfg if variant in REFERENCE_ROWS or variant is None else config.resolve(cfg, variant, seed)
             run_id, cc, ga = mlflow_run(base, stage, **kw)
             row = runs.setdefault(run_id, {"cc": 0.0, "ga": 0.0, "category": category})
             row["cc"] += cc  # a reopened run: its energy adds to the same row of the ledger
             row["ga"] += ga
             return run_id
 
-        track("base", "train@base", "superseded")  # superseded by the next one
-        track("large", "train@large", "failed", outcome=RuntimeError("out of memory"))
-        track("umx", "train@umx", "killed", outcome=KeyboardInterrupt())
-        track("base", "forecast@base", "other")
+        track("base", f"train@{BASE}", "superseded")  # superseded by the next one
+        track("large", "train@large-seed42", "failed", outcome=RuntimeError("out of memory"))
+        track("umx", "train@umx-seed42", "killed", outcome=KeyboardInterrupt())
+        track("base", f"forecast@{BASE}", "other")
         for i, v in enumerate((*EVALUATED, *TRAINED_ONLY)):
-            kwh = (0.02 * (i + 1), 0.025 * (i + 1))
-            run_id = track(v, f"train@{v}", "current")
-            lr = 0.003 * 2 ** -i if v in EVALUATED else None  # older metrics have no effective lr
-            write_json(paths.train_metrics(v), train_metrics(v, i, run_id, kwh, lr))
-            write_history(v, i)
-            if v in EVALUATED:
-                track(v, f"evaluate@{v}", "current", prefix="eval_", run_id=run_id)
-                write_json(paths.eval_metrics(v), eval_metrics(v, 2.0 + i, run_id))
+            n = BASE_SEEDS if v == "base" else 1
+            for k in range(n):
+                seed, run = FIRST_SEED + k, run_key(v, FIRST_SEED + k)
+                shift, scale = (BASE_SHIFTS[k], BASE_KWH_SCALES[k]) if n > 1 else (0.0, 1.0)
+                kwh = (0.02 * (i + 1) * scale, 0.025 * (i + 1) * scale)
+                run_id = track(v, f"train@{run}", "current", seed)
+                lr = 0.003 * 2 ** -i if v in EVALUATED else None  # older metrics have no effective lr
+                write_json(paths.train_metrics(run), train_metrics(v, i, run_id, kwh, lr, seed, shift))
+                write_history(run, i, shift)
+                if v in EVALUATED:
+                    track(v, f"evaluate@{run}", "current", seed, prefix="eval_", run_id=run_id)
+                    write_json(paths.eval_metrics(run), eval_metrics(run, 2.0 + i + shift, run_id))
         for b, level in (("mixture", -3.0), ("oracle_irm", 12.0)):
             run_id = track(b, f"evaluate@{b}", "current", prefix="eval_", run_name=b)
             write_json(paths.eval_metrics(b), eval_metrics(b, level, run_id))
@@ -152,16 +76,6 @@ def built(tmp_path_factory):
         yield folder, cfg, summary, runs
     finally:
         os.chdir(cwd)
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def rows_by(path: Path, key: str) -> dict[str, dict]:
-    """A CSV's rows by the value of one column."""
-    return {r[key]: r for r in read_csv(path)}
 
 
 def test_every_variant_row_in_every_format(built):
@@ -201,6 +115,9 @@ def test_measured_values_and_published_columns(built):
     assert float(base["test_csdr_vocals"]) == pytest.approx(2.2)
     assert float(base["kwh_codecarbon"]) == pytest.approx(0.02)
     assert float(base["train_duration_s"]) == pytest.approx(600.0)
+    assert int(base["seeds"]) == BASE_SEEDS and base["runs"] == " ".join(run_key("base", 42 + k) for k in range(3))
+    assert float(base["valid_usdr_avg_std"]) == pytest.approx(0.25)  # seeds at -0.25, 0, +0.25
+    assert base["valid_usdr_avg_std"] != "" and rows["large"]["valid_usdr_avg_std"] == ""  # one seed: no spread
     for v, row in rows.items():
         if v in published:  # the published figures, whether the variant ran or not
             assert float(row["paper_valid_usdr_avg"]) == pytest.approx(float(published[v]["avg_usdr"]))
@@ -209,9 +126,8 @@ def test_measured_values_and_published_columns(built):
                 float(published[v]["kwh_green_algorithms"]))
             assert row["paper_params_m"] != ""  # a blank in the paper means "same as base"
     assert float(rows["accum_grad"]["paper_params_m"]) == pytest.approx(32.3)
-    assert float(base["diff_valid_usdr_avg"]) == pytest.approx(1.45 - 7.1)
-    assert float(base["diff_kwh_green_algorithms"]) == pytest.approx(0.025 - 168)
-    assert rows["accum_grad"]["diff_valid_usdr_avg"] == ""  # not run: no difference
+    # not at the paper's scale (synthetic data, small models): no absolute difference to the paper
+    assert not any(key.startswith("diff_") for key in base)
     assert rows["umx"]["paper_valid_usdr_avg"] == ""  # no published validation row
     assert "cpu=cpu_load" in base["energy_methods"]
 
@@ -252,9 +168,10 @@ def test_learning_check(built):
     folder, _, summary, _ = built
     rows = rows_by(folder / "reports" / "tables" / "learning_check.csv", "variant")
     assert list(rows) == [v for v in summary["learning_check"]]
+    assert rows["base"]["n"] == str(BASE_SEEDS) and rows["large"]["n"] == "1"
     assert set(rows) == set(EVALUATED) | set(TRAINED_ONLY)
     first, second = (*EVALUATED, *TRAINED_ONLY)[:2]
-    # first: valid uSDR 1.0, 1.3, 1.6, 1.9 against max(0, mixture) 0, 0, 0.5, 0.4
+    # first (base, the mean of its seeds): valid uSDR 1.0, 1.3, 1.6, 1.9 against max(0, mixture) 0, 0, 0.5, 0.4
     assert [float(rows[first][f"margin_{t}"]) for t in TARGETS] == pytest.approx([1.0, 1.3, 1.1, 1.5])
     assert rows[first]["learned"] == "yes" and summary["learning_check"][first] == pytest.approx(1.0)
     # second: 1.5, 1.8, 2.1, 2.4 against 0, 0, 0.5, 2.0
@@ -272,8 +189,10 @@ def test_test_set_comparison(built):
     assert float(rows["bsrnn_original"]["usdr_avg"]) == pytest.approx(7.94)
     assert float(rows["umxhq"]["csdr_avg"]) == pytest.approx(5.41) and rows["umxhq"]["usdr_avg"] == ""
     assert "replication_large_patience30" in rows
-    for v in ("base", "large", "optimized_tac", "umx"):
+    for v in ("large", "optimized_tac", "umx"):
         assert rows[v]["source"] == "this study" and rows[v]["csdr_avg"] != ""
+    assert rows["base"]["source"] == "this study, mean of 3 seeds" and rows["base"]["seeds"] == "3"
+    assert float(rows["base"]["usdr_avg"]) == pytest.approx(2.6)
     assert "not run" in rows["large_patience30"]["source"]
     for fmt in ("md", "tex"):
         assert "bsrnn" in (tables / f"test.{fmt}").read_text()
@@ -287,7 +206,7 @@ def test_ledger_totals_and_superseded_energy(built):
         return sum(r[method] for r in runs.values()
                    if (category is None or r["category"] == category) and r["category"] != exclude)
 
-    assert ledger["runs"] == len(runs) == 11
+    assert ledger["runs"] == len(runs) == 13  # base's three seeds each a run
     assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
     assert kwh("cc") > 0 and kwh("ga") > 0
     assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc"))
@@ -305,10 +224,12 @@ def test_ledger_totals_and_superseded_energy(built):
     assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)
     assert summary["ledger"]["kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
     rows = rows_by(folder / "reports" / "tables" / "ledger.csv", "key")
-    assert int(rows["all"]["runs"]) == 11 and int(rows["not_current"]["runs"]) == 4
+    assert int(rows["all"]["runs"]) == 13 and int(rows["not_current"]["runs"]) == 4
     assert "not current" in (folder / "reports" / "tables" / "ledger.md").read_text()
     per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
-    assert len(per_run) == 11 and sum(r["category"] == "current" for r in per_run) == 7
+    assert len(per_run) == 13 and sum(r["category"] == "current" for r in per_run) == 9
+    names = {r["run_name"] for r in per_run if r["category"] == "current"}
+    assert {run_key("base", 42 + k) for k in range(3)} | {"mixture", "oracle_irm"} <= names  # run keys
 
 
 def test_figures_are_valid_pngs_at_column_width(built):
@@ -338,6 +259,65 @@ def test_index_is_self_contained(built):
     assert "household-years" in page
     assert not any(p.name.startswith(".") for p in (folder / "reports").iterdir())  # no partial output
     assert f"memory × {cfg.energy.memory_w_per_gb:g} W/GB" in page  # the params' Green Algorithms input
+    for section in ("Effects: each variant against base", "Recipes: what each variant changes", "Forecasts",
+                    'id="table-effects"', 'id="table-recipes"', 'id="table-forecast"', 'id="fig-shape"'):
+        assert section in page, section
+    assert "relative effects" in page and "Not at the paper&#x27;s scale (data: synthetic" in page
+    assert f"{len(config.runs(cfg))} (a variant and a seed each): 7 trained" in page  # runs and seeds
+    assert "3 seeds: base" in page
+
+
+def test_effects_on_the_fixture(built):
+    from scipy import stats
+
+    folder, _, summary, _ = built
+    rows = rows_by(folder / "reports" / "tables" / "effects.csv", "variant")
+    assert "base" not in rows and rows["accum_grad"]["verdict"] == "not run"
+    # base: validation avg 1.2, 1.45, 1.7 over its 3 seeds (s = 0.25); each other variant one run
+    half = stats.t.ppf(0.975, 2) * 0.25 * (4 / 3) ** 0.5
+    large, umx, stft = rows["large"], rows["umx"], rows["stft_4096"]
+    assert float(large["delta_avg"]) == pytest.approx(0.5) and large["method"] == "base's spread"
+    assert float(large["low"]) == pytest.approx(0.5 - half) and float(large["high"]) == pytest.approx(0.5 + half)
+    assert large["verdict"] == "within seed noise" and large["n"] == "1" and large["n_base"] == "3"
+    assert float(large["paper_delta_avg"]) == pytest.approx(1.1) and large["sign_avg"] == "yes"
+    assert float(large["ratio_cc"]) == pytest.approx(2.0) and float(large["paper_ratio_cc"]) == pytest.approx(230 / 127)
+    assert float(umx["delta_avg"]) == pytest.approx(1.5) and umx["verdict"] == "better"  # 1.5 > 1.242
+    assert umx["paper_delta_avg"] == "" and umx["sign_avg"] == "-"  # the paper's table has no Open-Unmix row
+    assert float(stft["delta_avg"]) == pytest.approx(2.0) and stft["sign_avg"] == "no"  # the paper: 6.6 < 7.1
+    assert stft["test_verdict"] == "not run" and float(rows["optimized_tac"]["test_delta"]) == pytest.approx(2.0)
+    assert summary["effects"]["better"] == 2 and summary["effects"]["within seed noise"] == 2
+    assert (summary["effects"]["sign_agrees"], summary["effects"]["sign_compared"]) == (2, 3)
+
+
+def test_recipes_and_forecasts_on_the_fixture(built):
+    folder, cfg, *_ = built
+    tables = folder / "reports" / "tables"
+    recipes = rows_by(tables / "recipes.csv", "variant")
+    assert list(recipes) == list(cfg.variants)
+    assert recipes["base"]["changes"] == "—"
+    assert recipes["large"]["changes"] == "model.bsrnn.n 8 -> 16; model.bsrnn.r 2 -> 3"
+    assert recipes["large"]["paper"] == "Large model: N=128, R=12"
+    assert recipes["umx"]["paper"] == "Open-Unmix (its own recipe)"
+    assert "model.arch bsrnn -> umx" in recipes["umx"]["changes"]
+    forecast = rows_by(tables / "forecast.csv", "run")
+    assert list(forecast)[:3] == [run_key("base", 42 + k) for k in range(3)] and len(forecast) == 7
+    assert float(forecast[BASE]["time_error_pct"]) == pytest.approx(25.0) and forecast[BASE]["cc_within"] == "yes"
+    assert forecast["stft_4096-seed42"]["time_min"] == "" and forecast["stft_4096-seed42"]["time_measured"] != ""
+    assert "| base-seed42 | 4 | 3–8 |" in (tables / "forecast.md").read_text()
+
+
+def test_printed_summary_names_effects_and_who_learned(built, capsys):
+    folder, cfg, *_ = built
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        report.run(cfg)
+    finally:
+        os.chdir(cwd)
+    out = capsys.readouterr().out
+    assert "2 of 4 variants run differ beyond seed noise (2 better, 0 worse" in out
+    assert "2 of 3 agree in sign with the paper" in out
+    assert "4 of 5 variants pass: base, stft_4096, optimized_tac, umx" in out
 
 
 def test_pareto_front():
@@ -352,19 +332,20 @@ def metrics_only(tmp_path, monkeypatch):
     cfg = config.load(write_params(tmp_path, {"tracking": {"experiment": "report-empty"}}))
     tracking.configure(cfg.tracking)
     copy_reference(tmp_path)
-    write_json(paths.train_metrics("base"), train_metrics("base", 0, "0" * 32, (0.02, 0.03)))
-    write_json(paths.eval_metrics("base"), eval_metrics("base", 2.0, "0" * 32))
+    write_json(paths.train_metrics(BASE), train_metrics("base", 0, "0" * 32, (0.02, 0.03)))
+    write_json(paths.eval_metrics(BASE), eval_metrics(BASE, 2.0, "0" * 32))
     write_json(paths.eval_metrics("mixture"), eval_metrics("mixture", -3.0, "1" * 32))
     return tmp_path, cfg
 
 
 def test_energy_methods_name_the_memory_power_given(metrics_only):
     _, cfg = metrics_only
-    study = load_study(cfg, {"base": "bsrnn"})
+    study = load_study(cfg.targets, {"base": Variant((BASE,), "bsrnn"), "large": Variant(("large-seed42",))})
     assert study.arch["base"] == "bsrnn" and study.arch["large"] == "?"
+    assert study.ran("base") and not study.ran("large") and list(study.train) == [BASE]
     lines = energy_methods_summary(study, 0.5)
     assert any("memory × 0.5 W/GB" in line for line in lines)
-    assert any("CodeCarbon measured variant base with CPU: a CPU-load × TDP model" in line for line in lines)
+    assert any(f"CodeCarbon measured run {BASE} with CPU: a CPU-load × TDP model" in line for line in lines)
 
 
 def test_empty_store_gives_a_ledger_of_zero_runs(metrics_only, capsys):
@@ -375,7 +356,7 @@ def test_empty_store_gives_a_ledger_of_zero_runs(metrics_only, capsys):
     assert not (folder / "mlflow.db").exists()  # reading an absent store does not create one
     assert (folder / "reports" / "index.html").is_file()
     rows = {r["variant"]: r["status"] for r in read_csv(folder / "reports" / "tables" / "study.csv")}
-    assert rows["base"] == "ok" and rows["large"] == "not run" and rows["oracle_irm"] == "not run"
+    assert rows["base"] == "ok (1 of 3 seeds)" and rows["large"] == "not run" and rows["oracle_irm"] == "not run"
     assert "0 runs" in capsys.readouterr().out
 
 
@@ -416,6 +397,22 @@ def test_a_failed_report_leaves_the_previous_one(metrics_only, monkeypatch):
 
 def test_malformed_metrics_name_the_file(metrics_only):
     folder, cfg = metrics_only
-    paths.train_metrics("large").write_text("{not json")
-    with pytest.raises(UserError, match=re.escape(str(paths.train_metrics("large")))):
+    paths.train_metrics("large-seed42").write_text("{not json")
+    with pytest.raises(UserError, match=re.escape(str(paths.train_metrics("large-seed42")))):
         report.run(cfg)
+
+
+def test_paper_scale_needs_the_paper_data_and_sizes(tmp_path, monkeypatch):
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    copy_reference(tmp_path)
+    for split in ("train", "test"):
+        (tmp_path / "musdb" / split).mkdir(parents=True)
+    musdb = {"source": "musdb18hq", "root": str(tmp_path / "musdb")}
+    assert report.paper_scale(config.load(write_params(tmp_path))) == (False, "data: synthetic, not MUSDB18-HQ")
+    at_scale, why = report.paper_scale(config.load(write_params(tmp_path, {"data": musdb})))
+    assert not at_scale and "parameter counts more than 1 % off the published ones" in why  # CPU-sized models
+    paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
+    (tmp_path / "paper.yaml").write_text(yaml.safe_dump({**paper, "data": musdb}))
+    assert report.paper_scale(config.load(tmp_path / "paper.yaml")) == (True, "")
