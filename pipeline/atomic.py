@@ -7,6 +7,7 @@ that looks like a result. Imports nothing of the project.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from contextlib import contextmanager
@@ -48,7 +49,18 @@ def replacing(path: str | Path, discard_old: bool = False) -> Iterator[Path]:
         os.replace(tmp, path)
 
 
+def _strict(value):
+    """NaN and infinities, which JSON has no words for, as null (a missing figure)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
+
+
 def write_json(path: str | Path, data) -> None:
-    """Write `data` as indented JSON, atomically."""
+    """Write `data` as indented, strict JSON (NaN as null), atomically."""
     with replacing(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.write_text(json.dumps(_strict(data), indent=2, allow_nan=False) + "\n")

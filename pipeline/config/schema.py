@@ -145,6 +145,7 @@ class EvalConfig:
     wiener_residual: bool = False
     test_tracks: int = num(0, 0)  # 0 = every test track
     write_estimates: bool = False
+    stream_frames: int = num(4, 1)  # causal models also separate streaming, this many STFT frames a chunk
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,7 @@ class EnergyConfig:
     tdp_per_core_w: float = num(0.0, 0.0)  # 0 = from the TDP table for the detected CPU
     gpu_tdp_w: float = num(0.0, 0.0)  # 0 = from the TDP table for the detected GPU
     memory_w_per_gb: float = num(MEMORY_W_PER_GB, 0.0)  # Green Algorithms' memory power
+    rapl_dir: str | None = None  # where the RAPL counters are, if not CodeCarbon's /sys/class/powercap/...
 
 
 @dataclass(frozen=True)

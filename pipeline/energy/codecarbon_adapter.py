@@ -1,15 +1,21 @@
-"""The one place that touches CodeCarbon: its offline tracker and task API, its packaged carbon
-intensities, and the private attributes that say how it measured on this machine.
+"""The one place that touches CodeCarbon: its offline tracker, its packaged carbon intensities, and
+the private attributes that say how it measured on this machine.
 
-CodeCarbon has no public API for the running totals, for how it measures (RAPL, a CPU-load model,
-NVML, a RAM model) or for a task that does not lose the energy since its last sample, so this
-adapter reads and restores a few private attributes. `tests/energy/test_codecarbon_contract.py`
+CodeCarbon's tracker samples power and energy every `measure_power_s` in a scheduler of its own.
+Its task API pauses that scheduler for the length of a task (an epoch: minutes to hours), so the
+counters would be read only at the task's ends and a RAPL counter that wraps more than once in
+between (about 262 kJ: 30-45 min at 100-150 W) would under-count silently. The adapter therefore
+never uses tasks: a part of a run is the difference of the running totals at its ends, and the
+scheduler samples all along. CodeCarbon has no public API for the running totals nor for how it
+measures (RAPL, a CPU-load model, NVML, a RAM model), so this adapter reads a few private
+attributes. `tests/energy/test_codecarbon_contract.py`
 checks each of them against the installed version, and `pyproject.toml` pins the tested range.
 Imports CodeCarbon (lazily: importing it costs half a second) and `pipeline.errors`.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -102,8 +108,8 @@ def _quiet() -> bool:
 class Tracker:
     """CodeCarbon's `OfflineEmissionsTracker` over one execution (no network, machine scope).
 
-    `status` says whether it runs ("ok", or why not); while it does not, every figure is 0 and the
-    meter's result says so rather than passing 0 kWh off as a measurement.
+    `status` says whether it runs ("ok", or why not); while it does not, every figure is NaN, a
+    missing measurement, never 0 kWh passed off as one.
     """
 
     def __init__(self, cfg: EnergyConfig, out_dir: Path, project_name: str, intensity_g_per_kwh: float):
@@ -121,10 +127,11 @@ class Tracker:
         from codecarbon.output_methods.base_output import OutputMethod
 
         self._capture_logger()
+        # One CSV per execution: the previous execution's went to its MLflow run with its energy.
+        (self.out_dir / EMISSIONS_CSV).unlink(missing_ok=True)
         try:
             tracker = OfflineEmissionsTracker(
                 project_name=self.project_name,
-                experiment_name=self.project_name,  # names the task CSV: emissions_<name>_<id>.csv
                 measure_power_secs=self.cfg.measure_power_s,
                 output_dir=str(self.out_dir),
                 output_file=EMISSIONS_CSV,
@@ -138,6 +145,8 @@ class Tracker:
                 log_level="error" if _quiet() else _USER_LOG_LEVEL,
             )
             self._capture_logger()  # the tracker's constructor re-adds a console handler
+            if self.cfg.rapl_dir:
+                _read_rapl_from(tracker, self.cfg.rapl_dir, self.out_dir)
             tracker.start()
         except Exception as err:
             self.status = f"failed: {type(err).__name__}: {err}"
@@ -167,10 +176,11 @@ class Tracker:
             logger.addHandler(self._log)
 
     def totals(self, measure: bool) -> dict[str, float]:
-        """kWh so far (with the PUE) in all and by part; measures first when asked and running."""
+        """kWh so far (with the PUE) in all and by part, NaN when not measured; measures first when
+        asked (a part of a run ends) and running."""
         t = self._tracker
         if not self.ok:
-            return {"energy": 0.0, "cpu": 0.0, "gpu": 0.0, "ram": 0.0}
+            return dict.fromkeys(("energy", "cpu", "gpu", "ram"), math.nan)
         if measure and getattr(t, "_start_time", None) is not None:
             try:
                 # Between its scheduled samples CodeCarbon has not yet counted the energy since the
@@ -180,31 +190,6 @@ class Tracker:
                 pass
         return {"energy": float(t._total_energy.kWh), "cpu": float(t._total_cpu_energy.kWh),
                 "gpu": float(t._total_gpu_energy.kWh), "ram": float(t._total_ram_energy.kWh)}
-
-    def start_task(self, name: str) -> bool:
-        """Start CodeCarbon's task `name`; False when the tracker cannot (the task is then unmeasured)."""
-        if not self.ok:
-            return False
-        t = self._tracker
-        try:
-            # start_task forgets the energy since CodeCarbon's last sample and resets its run clock:
-            # measure first, and put the clock back so its CSV's duration holds.
-            run_start = t._start_time
-            t._measure_power_and_energy()
-            t.start_task(name)
-            t._start_time = run_start
-        except Exception:
-            return False
-        return True
-
-    def stop_task(self) -> dict[str, float] | None:
-        """The task's kWh in all and by part (energy, cpu, gpu, ram), or None if CodeCarbon failed."""
-        try:
-            data = self._tracker.stop_task()
-        except Exception:
-            return None
-        return {"energy": float(data.energy_consumed), "cpu": float(data.cpu_energy),
-                "gpu": float(data.gpu_energy), "ram": float(data.ram_energy)}
 
     def methods(self) -> dict:
         """How CodeCarbon measures here, read from the hardware objects it set up."""
@@ -249,9 +234,17 @@ class Tracker:
         return out
 
     def files(self) -> list[Path]:
-        """CodeCarbon's CSVs of this execution that exist: the emissions CSV, then the task CSV."""
-        out = [self.out_dir / EMISSIONS_CSV]
-        run_id = getattr(self._tracker, "run_id", None)
-        if run_id is not None:
-            out.append(self.out_dir / f"emissions_{self.project_name}_{run_id}.csv")
-        return [p for p in out if p.is_file()]
+        """CodeCarbon's CSV of this execution, if it wrote one."""
+        return [p for p in [self.out_dir / EMISSIONS_CSV] if p.is_file()]
+
+
+def _read_rapl_from(tracker, rapl_dir: str, out_dir: Path) -> None:
+    """Make the tracker read the CPU's RAPL counters from `rapl_dir` (`energy.rapl_dir`: a container
+    that bind-mounts the host's powercap folder elsewhere, or a test's simulated counter)."""
+    from codecarbon.external.hardware import CPU
+
+    tracker._ensure_hardware_ready()  # CodeCarbon detects the hardware lazily, at start
+    for i, hw in enumerate(tracker._hardware):
+        if type(hw).__name__ == "CPU":
+            tracker._hardware[i] = CPU(output_dir=str(out_dir), mode="intel_rapl", model=hw._model, tdp=hw._tdp,
+                                       rapl_dir=rapl_dir, tracking_mode=hw._tracking_mode)

@@ -16,6 +16,7 @@ Imports the other modules of `pipeline.energy` and `pipeline.names`.
 """
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -63,10 +64,16 @@ def _check_previous(previous: Mapping[str, float] | None) -> dict[str, float]:
         if key not in out:
             continue  # a checkpoint may carry more; only the additive energy keys are carried on
         try:
-            out[key] = float(value)
+            out[key] = math.nan if value is None else float(value)  # None: a figure that was not measured
         except (TypeError, ValueError):
             raise ValueError(f"EnergyMeter: previous[{key!r}] must be a number, got {value!r}") from None
     return out
+
+
+def energy_line(totals: Mapping[str, float]) -> str:
+    """A stage's energy in words, for its closing line on the terminal."""
+    return (f"{totals[KWH_CODECARBON]:.3g} kWh measured (CodeCarbon), "
+            f"{totals[KWH_GREEN_ALGORITHMS]:.3g} kWh estimated (Green Algorithms)")
 
 
 def _safe_name(name: str) -> str:
@@ -123,6 +130,9 @@ class EnergyMeter:
         self._final: dict | None = None
         self._final_inputs: dict | None = None
         self._active_task: str | None = None
+        # (unix time in ms, this execution's totals) every measure_power_s, as CodeCarbon sampled them
+        self.samples: list[tuple[int, dict[str, float]]] = []
+        self._sampling = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -147,7 +157,17 @@ class EnergyMeter:
         self._sampler = UsageSampler(self.sample_s, self._gpus)
         self._t0 = time.perf_counter()
         self._start_snap = self._sampler.start()
+        threading.Thread(target=self._record_samples, name="sepcost-energy-samples", daemon=True).start()
         return self
+
+    def _record_samples(self) -> None:
+        """Every measure_power_s, the totals CodeCarbon's scheduler has measured, for the run's history."""
+        while not self._sampling.wait(self.cfg.measure_power_s):
+            with self._lock:
+                if self._final is not None:
+                    return
+                sample = self._assemble(self._sampler.snapshot(), measure=False)
+            self.samples.append((int(time.time() * 1000), sample))
 
     def stop(self) -> dict:
         """Stop both methods (idempotent); returns this execution's totals."""
@@ -156,7 +176,8 @@ class EnergyMeter:
                 return dict(self._final)
             if self._sampler is None:
                 raise RuntimeError("EnergyMeter.stop(): the meter was never started")
-            self._tracker.stop()  # measures the tail, writes the CSVs
+            self._sampling.set()
+            self._tracker.stop()  # measures the tail, writes the CSV
             snap = self._sampler.stop()
             self._final = self._assemble(snap, measure=False)
             self._final_inputs = self._ga_inputs(self._start_snap, snap)
@@ -215,7 +236,7 @@ class EnergyMeter:
             if self._final is not None:
                 return dict(self._final)
             if self._sampler is None:
-                return {k: 0.0 for k in ENERGY_KEYS}
+                return dict.fromkeys(ENERGY_KEYS, 0.0)
             return self._assemble(self._sampler.snapshot(), measure=True)
 
     def totals(self) -> dict[str, float]:
@@ -234,14 +255,15 @@ class EnergyMeter:
             return self._ga_inputs(self._start_snap, self._sampler.snapshot())
 
     def files(self) -> list[Path]:
-        """CodeCarbon's CSVs of this execution that exist: the emissions CSV, then the task CSV."""
+        """CodeCarbon's CSV of this execution, if it wrote one."""
         return self._tracker.files()
 
     # -- tasks -------------------------------------------------------------------------------------
 
     @contextmanager
     def task(self, name: str) -> Iterator[TaskEnergy]:
-        """Measure one part of the run (an epoch) with CodeCarbon's task API and Green Algorithms.
+        """Measure one part of the run (an epoch): the difference of both methods' running totals
+        at its ends (CodeCarbon keeps sampling every `measure_power_s` in between).
 
         Yields a `TaskEnergy` whose fields are filled when the block ends (also on an exception).
         Tasks do not nest."""
@@ -251,21 +273,19 @@ class EnergyMeter:
             raise RuntimeError(f"EnergyMeter.task({name!r}): task {self._active_task!r} is still running")
         record = TaskEnergy(name=name)
         with self._lock:
-            measured = self._tracker.start_task(name)
+            cc_a = self._tracker.totals(measure=True)
             a = self._sampler.snapshot(reset_task_peak=True)
         self._active_task = name
         try:
             yield record
         finally:
-            data = None
             with self._lock:
-                if measured:
-                    data = self._tracker.stop_task()
+                cc_b = self._tracker.totals(measure=True)
                 b = self._sampler.snapshot()
                 task_peak = self._sampler.task_peak_bytes
             self._active_task = None
             inputs = self._ga_inputs(a, b, peak_bytes=task_peak)
-            cc = data if data is not None else {"energy": 0.0, "cpu": 0.0, "gpu": 0.0, "ram": 0.0}
+            cc = {k: cc_b[k] - cc_a[k] for k in cc_b}
             record.energy = self._figures(cc, self._ga(inputs), b.t - a.t)
             record.cpu_usage, record.gpu_usage = inputs["cpu_usage"], inputs["gpu_usage"]
             self.tasks.append(record)
