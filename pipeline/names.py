@@ -10,8 +10,9 @@ from __future__ import annotations
 TARGETS = ("vocals", "bass", "drums", "other")  # MUSDB's four sources, always in this order
 STEMS = ("mixture", *TARGETS)  # the files of a track folder
 SPLITS = ("train", "valid", "test")
-CHANNELS = 2  # MUSDB18 is stereo; the synthetic songs too  # MUSDB keeps its validation tracks in its train/ folder
+CHANNELS = 2  # MUSDB18 is stereo; the synthetic songs too
 AVG = "avg"  # the "target" of a figure averaged over targets
+
 
 def run_key(variant: str, seed: int) -> str:
     """The name of one training of a variant with one seed: its DVC stage key, output folders and
@@ -35,6 +36,7 @@ def score_key(score: str, target: str = AVG) -> str:
 
 PARAMS_M = "params_m"  # parameters of a variant's models together, in millions
 LR_EFFECTIVE = "lr_effective"  # the lr the optimiser starts from (train.lr scaled to the global batch)
+TIME_SHARE = "time_share_"  # a target's model's share of a training's step time: time_share_vocals
 
 # ----------------------------------------------------------------------------- energy
 # Two methods price every interval, with the same PUE and carbon intensity: CodeCarbon (measured,
@@ -68,5 +70,11 @@ RUN = "run_"  # this execution alone (a resumed training counts its earlier exec
 LEDGER = "ledger_"  # every execution logged under one meter prefix of a run, for the study's ledger
 EVAL = "eval_"  # the evaluation's meter, logged into the training's run
 EPOCH = "epoch_"  # one training epoch
+FORECAST = "forecast_"  # a training's forecast of its own cost, made after its first epoch
+SAMPLE = "sample_"  # the running energy of an execution, every measure_power_s, as metric histories
 # The MLflow tag listing (JSON) the meter prefixes a run logged energy under, for the ledger.
 ENERGY_PREFIXES_TAG = "energy.prefixes"
+# An open run's tag, rewritten every HEARTBEAT_S seconds (unix seconds): a run left RUNNING without a
+# recent one was lost (its process killed without warning).
+HEARTBEAT_TAG = "heartbeat"
+HEARTBEAT_S = 60.0

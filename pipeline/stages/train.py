@@ -13,6 +13,7 @@ every execution of it.
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +24,11 @@ from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import TrackStore
-from pipeline.energy.meter import EnergyMeter
-from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M
+from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast
-from pipeline.training.loop import run_epoch
+from pipeline.training.loop import STEPS_S, run_epoch
 from pipeline.training.resume import fingerprint, resumable
 from pipeline.training.slot import Slot, init_umx_stats, make_slot
 from pipeline.training.validation import VALID, load_validation_tracks, mixture_usdr
@@ -44,51 +44,48 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     fp = fingerprint(cfg, manifest)
     resume, spent = resumable(last_path, energy_path, fp)
 
-    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
-    slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
-    history: list[dict] = []
-    start_epoch = 0
-    per_epoch: dict = {}  # the first epoch's cost, from which the forecast is scaled
-    if resume:
-        for slot, state in zip(slots, resume["slots"]):
-            slot.restore(state)
-        history, start_epoch, per_epoch = resume["history"], resume["epoch"], resume.get("per_epoch", {})
-        print(f"train: resuming {cfg.run} after epoch {start_epoch} from {last_path}")
-    elif cfg.model.arch == "umx":
-        for slot in slots:
-            init_umx_stats(slot)
-    valid = load_validation_tracks(cfg, manifest)
-    params = sum(count_parameters(s.model) for s in slots)
-
-    def save_state(complete: bool, run_id: str) -> None:
-        checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
-                         "history": history, "per_epoch": per_epoch, "complete": complete,
-                         "mlflow_run_id": run_id}, last_path)
-
-    tracking.configure(cfg.tracking)
-    with tracking.run(cfg, stage=f"train@{cfg.run}") as mlrun:
+    with tracking.metered(cfg, f"train@{cfg.run}", out, previous=spent) as (mlrun, meter):  # set-up included
         if resume:
-            mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(start_epoch)})
-        meter = EnergyMeter(cfg.energy, out_dir=out, project_name=f"train@{cfg.run}", previous=spent)
-        mlrun.watch_energy(meter)
+            mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
+            tracking.close_lost(cfg.tracking, resume.get("mlflow_run_id"), closed_by=mlrun.run_id)
+        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+        slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
+        history: list[dict] = []
+        start_epoch = 0
+        per_epoch: dict = {}  # the first epoch's cost, from which the forecast is scaled
+        if resume:
+            for slot, state in zip(slots, resume["slots"]):
+                slot.restore(state)
+            history, start_epoch, per_epoch = resume["history"], resume["epoch"], resume.get("per_epoch", {})
+            print(f"train: resuming {cfg.run} after epoch {start_epoch} from {last_path}")
+        elif cfg.model.arch == "umx":
+            for slot in slots:
+                init_umx_stats(slot)
+        valid = load_validation_tracks(cfg, manifest)
+        params = sum(count_parameters(s.model) for s in slots)
+
+        def save_state(complete: bool) -> None:
+            checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
+                             "history": history, "per_epoch": per_epoch, "complete": complete,
+                             "mlflow_run_id": mlrun.run_id}, last_path)
+
         try:
-            with meter:
-                for epoch in range(start_epoch, cfg.train.max_epochs):
-                    if all(s.stopped for s in slots):
-                        break
-                    history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history))
-                    if not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
-                        per_epoch = {k: meter.totals()[k] for k in forecast.FIGURES}
-                        mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
-                    else:
-                        mlrun.log_epoch(epoch, history[-1])
-                    save_state(complete=False, run_id=mlrun.run_id)
-                    _save_best(out / "best.pt", cfg, slots)
-                    write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
+            for epoch in range(start_epoch, cfg.train.max_epochs):
+                if all(s.stopped for s in slots):
+                    break
+                history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history))
+                if not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
+                    per_epoch = {k: meter.totals()[k] for k in forecast.FIGURES}
+                    mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
+                else:
+                    mlrun.log_epoch(epoch, history[-1])
+                save_state(complete=False)
+                _save_best(out / "best.pt", cfg, slots)
+                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
         finally:
             write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
 
-        save_state(complete=True, run_id=mlrun.run_id)
+        save_state(complete=True)
         result = _summary(cfg, slots, history, params)
         result.update(meter.totals())  # both methods' totals and their CPU / GPU / RAM parts
         if per_epoch:
@@ -96,6 +93,7 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
             result.update(predicted)
             result.update(forecast.errors(per_epoch, len(history), result, predicted))
         result["energy_methods"] = meter.methods
+        result["energy_inputs"] = meter.ga_inputs()  # Green Algorithms' runtime, cores, TDPs, usages, memory
         result["mlflow_run_id"] = mlrun.run_id
         result.update(mixture_usdr(valid, cfg.targets))
         # The per-epoch curves keep their names; the scores of the best epochs are best_valid_*.
@@ -134,6 +132,10 @@ def _summary(cfg: Config, slots: list[Slot], history: list[dict], params: int) -
             result[f"best_epoch_{t}"] = best["epoch"]
             result[f"{VALID}usdr_{t}"] = best[f"{VALID}usdr_{t}"]
     result["best_epoch"] = max(result[f"best_epoch_{t}"] for t in cfg.targets)
+    # each model's share of the step time, by which the report splits the training's energy
+    seconds = {s.name: sum(row.get(f"{STEPS_S}{s.name}", 0.0) for row in history) for s in slots}
+    total = sum(seconds.values())
+    result.update({f"{TIME_SHARE}{name}": (t / total if total > 0 else math.nan) for name, t in seconds.items()})
     result[f"{VALID}usdr_avg"] = float(np.mean([result[f"{VALID}usdr_{t}"] for t in cfg.targets]))
     return result
 

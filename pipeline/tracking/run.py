@@ -37,8 +37,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from pipeline.config.schema import Config
-from pipeline.names import ENERGY_PREFIXES_TAG, EXECUTION_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LEDGER, RUN
+from pipeline.config.schema import Config, TrackingConfig
+from pipeline.names import (
+    ENERGY_PREFIXES_TAG,
+    EXECUTION_KEYS,
+    HEARTBEAT_S,
+    HEARTBEAT_TAG,
+    KWH_CODECARBON,
+    KWH_GREEN_ALGORITHMS,
+    LEDGER,
+    RUN,
+    SAMPLE,
+)
 from pipeline.tracking import provenance
 from pipeline.tracking.store import client, experiment_id, mlflow_key
 
@@ -64,6 +74,7 @@ class TrackedRun:
         self.run_id = run_id
         self.stage = stage
         self._meters: list[tuple[Any, str, dict[str, float]]] = []  # meter, prefix, earlier executions
+        self._samples_logged: list[int] = []  # per meter, its energy samples already logged
         self._max_step = 0
         self._existing = set(existing_metrics)  # metric keys logged before a reopen
         self._prior: dict[str, tuple[int, int]] = {}  # key -> largest step and time before the reopen
@@ -72,6 +83,23 @@ class TrackedRun:
         # One writer thread of our own rather than MLflow's asynchronous logging, whose queue
         # costs a full second at every run's end (its worker polls with a 1 s timeout).
         self._writer: ThreadPoolExecutor | None = None
+        self._alive = threading.Event()  # set when the run closes: the heartbeat stops
+
+    def start_heartbeat(self) -> None:
+        """Tag the run `heartbeat` (unix seconds) every HEARTBEAT_S while it is open: a run still
+        RUNNING without a recent heartbeat was lost (its process killed without warning)."""
+        from mlflow.entities import RunTag
+
+        def beat() -> None:
+            while not self._alive.is_set():
+                try:
+                    self._batch(tags=[RunTag(HEARTBEAT_TAG, str(int(time.time())))], synchronous=False)
+                except RuntimeError:  # the writer shut down: the run is closing
+                    return
+                self._alive.wait(HEARTBEAT_S)
+
+        self._writer = self._writer or ThreadPoolExecutor(1, thread_name_prefix="sepcost-mlflow")
+        threading.Thread(target=beat, name="sepcost-heartbeat", daemon=True).start()
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -149,7 +177,22 @@ class TrackedRun:
                 values.setdefault(f"{prefix}{RUN}{k}", own[k])
                 values.setdefault(f"{prefix}{LEDGER}{k}", before[k] + own[k])
         self._max_step = max(self._max_step, int(epoch))
-        self._batch(metrics=self._metric_objs(values, int(epoch)), synchronous=False)
+        objs = [m for m in self._metric_objs(values, int(epoch)) if math.isfinite(m.value)]
+        self._batch(metrics=objs + self._new_samples(), synchronous=False)
+
+    def _new_samples(self) -> list:
+        """The energy samples each watched meter took since the last call, as metric histories
+        (`<prefix>sample_energy_kwh_*`, one point a sample at its own time and index)."""
+        from mlflow.entities import Metric
+
+        out = []
+        for i, (meter, prefix, _) in enumerate(self._meters):
+            new = meter.samples[self._samples_logged[i]:]
+            for k, (ms, totals) in enumerate(new, start=self._samples_logged[i]):
+                out += [Metric(mlflow_key(f"{prefix}{SAMPLE}{key}"), totals[key], ms, k)
+                        for key in (KWH_CODECARBON, KWH_GREEN_ALGORITHMS) if math.isfinite(totals[key])]
+            self._samples_logged[i] += len(new)
+        return out
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Final metrics, in one batched call; each at its key's latest step, so it is the value the
@@ -174,6 +217,7 @@ class TrackedRun:
         data = self.client.get_run(self.run_id).data
         before = {k: data.metrics.get(f"{prefix}{LEDGER}{k}", 0.0) for k in EXECUTION_KEYS}
         self._meters.append((meter, prefix, before))
+        self._samples_logged.append(0)
         tags = data.tags
         prefixes = json.loads(tags.get(ENERGY_PREFIXES_TAG, "[]"))
         if prefix not in prefixes:
@@ -188,6 +232,7 @@ class TrackedRun:
             metrics.update({f"{prefix}{RUN}{k}": own[k] for k in EXECUTION_KEYS})
             metrics.update({f"{prefix}{LEDGER}{k}": before[k] + own[k] for k in EXECUTION_KEYS})
             self.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+            self._batch(metrics=self._new_samples())
             tags = {f"{prefix}energy.method.{k}": v for k, v in meter.methods.items()}
             tags.update({f"{prefix}hardware.{k}": v for k, v in meter.hardware.items()})
             tags.update({f"{prefix}energy.ga.{k}": f"{v:.6g}" if isinstance(v, float) else v
@@ -197,6 +242,7 @@ class TrackedRun:
                 self.log_artifact(path, f"{prefix}energy")
 
     def _close(self, status: str, error: BaseException | None) -> None:
+        self._alive.set()
         problems = []
         try:
             self.flush()
@@ -274,6 +320,7 @@ def run(config: Config, stage: str, run_id: str | None = None,
     KeyboardInterrupt or SIGTERM; the watched energy is logged in every case and the exception is
     re-raised."""
     tracked = _open(config, stage, run_id, run_name)
+    tracked.start_heartbeat()
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = None
     if in_main:
@@ -307,3 +354,22 @@ def run(config: Config, stage: str, run_id: str | None = None,
                 signal.signal(signal.SIGTERM, previous_handler if previous_handler is not None else signal.SIG_DFL)
                 if deferred:
                     signal.raise_signal(signal.SIGTERM)
+
+
+def close_lost(cfg: TrackingConfig, run_id: str | None, closed_by: str) -> None:
+    """End as KILLED a run its process left RUNNING (killed without warning, e.g. `kill -9`): a
+    resumed training closes the run it resumes from. Its energy is what its epochs logged."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return
+    mlflow_client = client(cfg)
+    try:
+        previous = mlflow_client.get_run(run_id)
+    except MlflowException:
+        return
+    if previous.info.status == "RUNNING":
+        kind = provenance.stage_kind(previous.data.tags.get("dvc.stage", ""))
+        mlflow_client.set_tag(run_id, f"status.{kind}", "KILLED")
+        mlflow_client.set_tag(run_id, "closed_by", closed_by)
+        mlflow_client.set_terminated(run_id, status="KILLED")

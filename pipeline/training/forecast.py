@@ -9,9 +9,7 @@ validation), and nothing else runs on the machine. Imports `pipeline.names` and 
 from __future__ import annotations
 
 from pipeline.config.schema import TrainConfig
-from pipeline.names import DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
-
-FORECAST = "forecast_"  # prefix of the forecast figures in metrics and MLflow
+from pipeline.names import DURATION, FORECAST, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
 FIGURES = (DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS)  # what is forecast
 ASSUMPTIONS = ("every epoch costs what the measured one did (the same steps and validation pass), "
                "on an otherwise idle machine; early stopping may end the training after patience + 1 epochs")

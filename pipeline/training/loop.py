@@ -17,6 +17,8 @@ from pipeline.training.recipe import loss_fn
 from pipeline.training.slot import Slot
 from pipeline.training.validation import VALID, validate
 
+STEPS_S = "steps_s_"  # the seconds a model's steps took in an epoch, by model
+
 
 def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Config, device, update: bool) -> float:
     """Forward and backward one batch; `update` applies the accumulated gradients (clipped)."""
@@ -49,15 +51,18 @@ def _uses_dropout(model: torch.nn.Module) -> bool:
                for m in model.modules())
 
 
-def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int, desc: str) -> dict[str, float]:
+def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int,
+                desc: str) -> dict[str, tuple[float, float]]:
     """`steps` steps of each model on its epoch's batches, the models side by side.
 
-    Returns the mean training loss of each model, by its name.
+    Returns each model's mean training loss and the seconds its steps took, by its name (the share
+    of a training's energy each target's model takes is its share of those seconds).
     """
     train = cfg.train
     bar = tqdm(total=steps * len(active), desc=desc, unit="step", leave=False)
 
-    def run(slot: Slot) -> float:
+    def run(slot: Slot) -> tuple[float, float]:
+        started = time.perf_counter()
         slot.model.train()
         loader = batches(slot, cfg, epoch)
         losses = []
@@ -65,7 +70,7 @@ def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.devic
             update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
             losses.append(train_step(slot, *next(loader), cfg, device, update))
             bar.update()
-        return float(np.mean(losses))
+        return float(np.mean(losses)), time.perf_counter() - started
 
     # Dropout draws from torch's one global generator: models that use it run one after the
     # other, so that their draws (and results) do not depend on thread timing.
@@ -86,8 +91,9 @@ def run_epoch(slots: list[Slot], cfg: Config, epoch: int, device, valid: list[di
         steps = cfg.train.epoch_items // cfg.train.batch_size
         losses = train_steps(active, cfg, epoch, device, steps, desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}")
         scores = validate([s.model for s in active], valid, cfg, sample_rate, device)
-    row = {"epoch": epoch + 1, "train_loss": float(np.mean(list(losses.values())))}
-    row.update({f"train_loss_{name}": value for name, value in losses.items()})
+    row = {"epoch": epoch + 1, "train_loss": float(np.mean([loss for loss, _ in losses.values()]))}
+    row.update({f"train_loss_{name}": loss for name, (loss, _) in losses.items()})
+    row.update({f"{STEPS_S}{name}": seconds for name, (_, seconds) in losses.items()})
     for slot in active:
         slot.end_epoch(epoch, usdr=float(np.mean([scores[f"{VALID}usdr_{t}"] for t in slot.targets])),
                        loss=float(np.mean([scores[f"{VALID}loss_{t}"] for t in slot.targets])), train=cfg.train)

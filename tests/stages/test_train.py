@@ -23,13 +23,14 @@ from tests.conftest import BASE, REPO, TINY, write_params
 pytestmark = pytest.mark.slow
 
 
-def _client_and_runs(cfg):
+def _client_and_runs(cfg, kinds=("train",)):
+    """The study's runs of these stage kinds (prepare and sad have runs of their own), oldest first."""
     tracking.configure(cfg.tracking)
     uri, _ = tracking.resolved(cfg.tracking)
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     runs = client.search_runs([experiment.experiment_id], run_view_type=3, order_by=["attributes.start_time ASC"])
-    return client, runs
+    return client, [r for r in runs if r.data.tags.get("dvc.stage", "").split("@")[0] in kinds]
 
 
 def test_training_writes_checkpoints_metrics_history_and_an_mlflow_run(trained):
@@ -128,6 +129,46 @@ def test_an_interrupted_training_resumes_and_keeps_its_energy(prepared_study, tm
     assert finished.data.tags.get("resumed_from") == killed.info.run_id
 
 
+def test_a_training_killed_without_warning_is_closed_by_its_resumption(prepared_study, tmp_path):
+    """kill -9 after the first checkpoint: the process cannot close its run; the resumed training
+    closes it KILLED, and the ledger counts each execution's energy once."""
+    import shutil
+
+    from pipeline.report.ledger import runs_table
+
+    folder = tmp_path / "study"
+    shutil.copytree(prepared_study, folder)
+    write_params(folder, {**TINY, "train": {**TINY["train"], "epoch_items": 96, "max_epochs": 3}})
+    last = folder / paths.model_dir(BASE) / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", "base"], cwd=folder,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(last, proc)
+    proc.kill()  # SIGKILL: no handler runs, the MLflow run stays RUNNING
+    proc.wait(timeout=60)
+    os.chdir(folder)
+    try:
+        cfg = config.load("params.yaml")
+        _, before = _client_and_runs(cfg)
+        assert [r.info.status for r in before] == ["RUNNING"]
+        assert main(["train", "--variant", "base"]) == 0
+        client, runs = _client_and_runs(cfg)
+        table = runs_table(cfg.tracking)
+    finally:
+        os.chdir(REPO)
+    killed, finished = runs
+    assert killed.info.status == "KILLED" and killed.data.tags["closed_by"] == finished.info.run_id
+    assert finished.data.tags["resumed_from"] == killed.info.run_id
+    lost = killed.data.metrics["ledger_energy_kwh_codecarbon"]  # what its first epoch logged
+    assert lost > 0
+    # the resumed run's total includes the first execution; the ledger adds each execution once
+    own = finished.data.metrics["ledger_energy_kwh_codecarbon"]
+    assert finished.data.metrics["energy_kwh_codecarbon"] > own
+    trainings = table[table["stage"].str.startswith("train@")]  # the study's prepare and sad have runs too
+    assert list(trainings["run_id"]) == [killed.info.run_id, finished.info.run_id]
+    assert trainings["kwh_codecarbon"].sum() == pytest.approx(lost + own)
+
+
 def test_a_failing_training_ends_failed_with_its_energy(study, monkeypatch, capsys):
     write_params(study, TINY)
 
@@ -151,7 +192,7 @@ def test_forecast_predicts_the_duration_of_the_training(study, capsys):
     out = capsys.readouterr().out
     assert "full schedule (3 epochs x 8 steps)" in out and "kWh (CodeCarbon)" in out
     cfg = config.load("params.yaml")
-    _, runs = _client_and_runs(cfg)
+    _, runs = _client_and_runs(cfg, kinds=("forecast",))
     forecast = runs[-1].data.metrics
     assert forecast["forecast_energy_kwh_codecarbon"] > 0 and forecast["forecast_energy_kwh_green_algorithms"] > 0
 

@@ -1,0 +1,31 @@
+"""What every stage runs inside: an MLflow run with an energy meter around it, both from outside.
+
+    with metered(cfg, "train@base-seed42", out_dir) as (mlrun, meter):
+        ...  # the stage's work, set-up included
+
+The meter's energy is logged into the run when it closes, whatever the outcome (see `run`).
+Imports the tracking run and the energy meter.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from pipeline.config.schema import Config
+from pipeline.energy.meter import EnergyMeter
+from pipeline.tracking.run import TrackedRun, run
+from pipeline.tracking.store import configure
+
+
+@contextmanager
+def metered(cfg: Config, stage: str, out_dir: Path, *, run_id: str | None = None, run_name: str | None = None,
+            prefix: str = "", previous: Mapping[str, float] | None = None) -> Iterator[tuple[TrackedRun, EnergyMeter]]:
+    """The MLflow run of `stage` (a new one, or `run_id` reopened) and a running meter whose
+    CodeCarbon CSV goes to `out_dir`; `previous` is the energy earlier executions spent."""
+    configure(cfg.tracking)
+    with run(cfg, stage, run_id=run_id, run_name=run_name) as mlrun:
+        meter = EnergyMeter(cfg.energy, out_dir=out_dir, project_name=stage, previous=previous)
+        mlrun.watch_energy(meter, prefix=prefix)
+        with meter:
+            yield mlrun, meter
