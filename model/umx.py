@@ -51,17 +51,23 @@ class UmxCore(nn.Module):
 
     def forward(self, mag: torch.Tensor) -> torch.Tensor:
         """mag (batch, channels, bins, frames) -> mask (batch, channels, bins, frames), >= 0."""
+        return self.step(mag)[0]
+
+    def step(self, mag: torch.Tensor, state=None) -> tuple[torch.Tensor, tuple]:
+        """`forward` on consecutive frames, the LSTM starting from `state` (None: zeros); returns
+        the mask and the LSTM's state after the last frame. A unidirectional core fed a track chunk
+        by chunk this way gives the masks of the whole track (every other layer is per frame)."""
         batch, channels, bins, frames = mag.shape
         x = mag.permute(3, 0, 1, 2)[..., :self.crop]  # (frames, batch, channels, crop)
         x = (x + self.input_mean) * self.input_scale
         x = self.bn1(self.fc1(x.reshape(frames * batch, channels * self.crop)))
         x = torch.tanh(x).view(frames, batch, self.hidden)
-        y, _ = self.lstm(x)
+        y, state = self.lstm(x, state)
         x = torch.cat([x, y], -1).view(frames * batch, 2 * self.hidden)
         x = F.relu(self.bn2(self.fc2(x)))
         x = self.bn3(self.fc3(x)).view(frames, batch, channels, bins)
         x = F.relu(x * self.output_scale + self.output_mean)
-        return x.permute(1, 2, 3, 0)
+        return x.permute(1, 2, 3, 0), state
 
 
 class OpenUnmix(nn.Module):

@@ -35,7 +35,7 @@ STAGES = {
     "report": "pipeline.stages.report",
     "resolve": "pipeline.stages.resolve",
 }
-WITHOUT_PARAMS = ("score",)  # commands that read no params file
+WITHOUT_PARAMS = ("score",)  # commands that need no params file (`score --params` is optional)
 # The commands of dvc.yaml's stages: they refuse to run when study.json, from which DVC reads their
 # params, is out of date with the params file.
 DVC_COMMANDS = ("prepare", "sad", "train", "evaluate", "report")
@@ -55,7 +55,7 @@ def _run(args, stage, cfg) -> None:
     elif command == "evaluate":
         stage.run_bounds(cfg) if args.bounds else stage.run(cfg, args.variant, args.seed)
     elif command == "score":
-        stage.run(args.reference_dir, args.estimates_dir, args.json, backend=args.bsseval)
+        stage.run(args.reference_dir, args.estimates_dir, args.json, backend=args.bsseval, study=cfg)
     elif command == "separate":
         stage.run(cfg, args.variant, args.audio, args.out, args.seed)
 
@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("forecast", "predict a variant's training time and kWh from a few measured steps")
     p.add_argument("--variant", required=True, metavar="NAME")
     seed(p)
-    p.add_argument("--steps", type=_positive_int, default=20, metavar="K", help="training steps to measure (default 20)")
+    p.add_argument("--steps", type=_positive_int, default=20, metavar="K",
+                   help="training steps to measure (default 20)")
     p = command("evaluate", "separate and score the test split (stage evaluate@VARIANT)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--variant", metavar="NAME")
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="FILE", help="write the scores as JSON")
     p.add_argument("--bsseval", choices=("torch", "museval"), default="torch",
                    help="BSSEval implementation: the fast one (default) or museval itself")
+    p.add_argument("--params", metavar="FILE",
+                   help="log the scoring and its energy into this study's MLflow experiment (default: none)")
     p = command("separate", "separate audio files with a trained variant")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="wav or flac files, mono or stereo, any sample rate")
     p.add_argument("--variant", required=True, metavar="NAME")
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = None if args.command in WITHOUT_PARAMS else config.load(args.params)
+        cfg = config.load(args.params) if args.params else None
         if args.command in DVC_COMMANDS:
             study_file.check(cfg)
         _run(args, importlib.import_module(STAGES[args.command]), cfg)

@@ -12,7 +12,7 @@ import importlib.metadata
 import numpy as np
 import torch
 
-from pipeline.evaluation.bsseval import bss_eval_v4, median_over_frames
+from pipeline.evaluation.bsseval import FILTERS_LEN, bss_eval_v4, median_over_frames
 from pipeline.names import AVG, SCORES, score_key
 
 EPS = 1e-7
@@ -28,7 +28,8 @@ def usdr(reference, estimate) -> np.ndarray:
     return (10.0 * torch.log10((signal + EPS) / (error + EPS))).numpy()
 
 
-def score_track(references, estimates, targets, sample_rate: int, backend: str = "torch", device="cpu") -> tuple[dict, dict]:
+def score_track(references, estimates, targets, sample_rate: int, backend: str = "torch",
+                device="cpu") -> tuple[dict, dict]:
     """Every metric of one track, all targets evaluated together as museval requires.
 
     references, estimates: (targets, channels, samples). Returns the per-target summary
@@ -64,10 +65,33 @@ def aggregate(tracks: dict[str, dict], targets) -> dict[str, float]:
     return result
 
 
-def museval_json(frames: dict, targets) -> dict:
-    """Framewise scores in museval's per-track JSON schema (1 s frames; NaN where museval has NaN)."""
+def scorer(backend: str) -> str:
+    """What computed the BSSEval figures: museval itself, or the project's exact torch path."""
+    version = importlib.metadata.version("museval")
+    return f"museval {version}" if backend == "museval" else f"sepcost torch BSSEval v4 (museval {version}'s maths)"
+
+
+def protocol(eval_cfg, backend: str, data_source: str, data_digest: str, tracks: int) -> dict:
+    """How a score was computed, so that no two scores computed differently share a column unflagged:
+    the metrics' definitions, BSSEval's window, hop and filter length and who computed it, the
+    inference (segment, overlap, mode, Wiener filter) and the data set (source, content digest)."""
     return {
-        "museval_version": importlib.metadata.version("museval"),
+        "usdr": "mean over tracks of the whole-track SDR (eps 1e-7)",
+        "csdr": "BSSEval v4 SDR, median over 1 s frames, then over tracks",
+        "bsseval": {"window_s": 1.0, "hop_s": 1.0, "filters_len": FILTERS_LEN, "by": scorer(backend)},
+        "inference": {"mode": eval_cfg.mode, "segment_s": eval_cfg.segment_s,
+                      **({"overlap": eval_cfg.overlap} if eval_cfg.mode == "crossfade" else {"hop_s": eval_cfg.hop_s}),
+                      "wiener_iterations": eval_cfg.wiener_iterations},
+        "data": {"source": data_source, "digest": data_digest[:16], "test_tracks": tracks},
+    }
+
+
+def museval_json(frames: dict, targets, backend: str) -> dict:
+    """Framewise scores in museval's per-track JSON schema (1 s frames; NaN where museval has NaN);
+    `museval_version` is set only when museval computed them, `computed_by` says who did."""
+    return {
+        "museval_version": importlib.metadata.version("museval") if backend == "museval" else None,
+        "computed_by": scorer(backend),
         "targets": [
             {
                 "name": target,

@@ -10,6 +10,7 @@ oracle ideal ratio mask, computed once per study.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +23,12 @@ from pipeline.checkpoint import load_models
 from pipeline.config import Config, resolve
 from pipeline.data.audio import load_stems, write_wav
 from pipeline.data.manifest import Manifest, load_manifest
-from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import UserError
 from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
-from pipeline.evaluation.metrics import aggregate, museval_json, score_track
+from pipeline.evaluation.metrics import aggregate, museval_json, protocol, score_track, usdr
 from pipeline.inference.separate import estimate
-from pipeline.names import EVAL, EXECUTION_KEYS, REFERENCE_ROWS
+from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
+from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, kwh_key, score_key
 from pipeline.runtime import pick_device, side_by_side
 
 
@@ -37,7 +38,8 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     manifest = load_manifest()
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model; run `sepcost train --variant {variant} --seed {cfg.seed}` first")
+        raise UserError(f"{checkpoint}: no trained model; "
+                        f"run `sepcost train --variant {variant} --seed {cfg.seed}` first")
     models = load_models(checkpoint, device)
 
     def separate(mixture, references):
@@ -45,11 +47,35 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
 
     train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
-    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id,
-                      lambda track_dir: _score_all(cfg, cfg.run, manifest, separate, device, track_dir))
+    causal = is_causal(models)
+    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, lambda track_dir: {
+        **_score_all(cfg, cfg.run, manifest, separate, device, track_dir),
+        **(_streaming(cfg, models[0], manifest) if causal else {})})
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
           f"over {result['tracks']} tracks")
+    if causal:
+        print(f"evaluate: {cfg.run}: streaming, {result['streaming_latency_ms']:.0f} ms latency: uSDR "
+              f"{result['streaming_usdr_avg']:.2f} dB, real-time factor {result['streaming_rtf_max']:.3f} at worst")
     return result
+
+
+def _streaming(cfg: Config, model, manifest: Manifest) -> dict:
+    """A causal model separating the test tracks as a stream (`inference.streaming`): its latency,
+    its real-time factor (a chunk's time over the audio it holds: mean, and worst chunk) and its uSDR."""
+    frames, hop = cfg.eval.stream_frames, model.stft_module.hop
+    per_track, times = {}, []
+    for track in _test_tracks(cfg, manifest):
+        stems = load_stems(manifest, track, ("mixture", *cfg.targets))
+        estimates, seconds = separate_streaming(model, torch.from_numpy(stems["mixture"]), frames)
+        per_track[track.name] = usdr(np.stack([stems[t] for t in cfg.targets]), estimates.numpy())
+        times += seconds
+    chunk_s = frames * hop / manifest.sample_rate
+    scores = np.mean(list(per_track.values()), axis=0)
+    return {"streaming_frames": frames,
+            "streaming_latency_ms": 1000 * latency_samples(model, frames) / manifest.sample_rate,
+            "streaming_rtf_mean": float(np.mean(times)) / chunk_s, "streaming_rtf_max": float(np.max(times)) / chunk_s,
+            **{f"streaming_{score_key('usdr', t)}": float(v) for t, v in zip(cfg.targets, scores)},
+            f"streaming_{score_key('usdr')}": float(np.mean(scores))}
 
 
 def run_bounds(study: Config) -> dict:
@@ -64,7 +90,8 @@ def run_bounds(study: Config) -> dict:
     for name in REFERENCE_ROWS:
         results[name] = _tracked(study, name, f"evaluate@{name}", None, lambda track_dir, name=name: _score_all(
             study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
-        print(f"evaluate: {name}: test uSDR {results[name]['usdr_avg']:.2f} dB, cSDR {results[name]['csdr_avg']:.2f} dB")
+        scores = results[name]
+        print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")
     return results
 
 
@@ -81,24 +108,33 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
     """Separate and score every test track, writing each track's scores into `track_dir`; the
     data-set figures."""
 
-    def score(track) -> dict:
+    def score(track) -> tuple[dict, float, float]:
         stems = load_stems(manifest, track, ("mixture", *cfg.targets))
         references = np.stack([stems[t] for t in cfg.targets])
+        started = time.perf_counter()
         estimates = estimate_fn(stems["mixture"], references)
+        separated = time.perf_counter()
         summary, frames = score_track(references, estimates, cfg.targets, manifest.sample_rate,
                                       backend=cfg.eval.bsseval, device=device)
-        (track_dir / f"{track.name}.json").write_text(json.dumps(museval_json(frames, cfg.targets), indent=1))
+        (track_dir / f"{track.name}.json").write_text(
+            json.dumps(museval_json(frames, cfg.targets, cfg.eval.bsseval), indent=1))
         if cfg.eval.write_estimates:
             for target, audio in zip(cfg.targets, estimates):
                 write_wav(paths.estimates_dir(name) / track.name / f"{target}.wav", audio, manifest.sample_rate)
-        return summary
+        return summary, separated - started, time.perf_counter() - separated
 
     tracks = _test_tracks(cfg, manifest)
     with side_by_side(len(tracks), device, cfg.runtime.threads) as (pool, _):
-        summaries = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=f"evaluate {name}", unit="track"))
-    scores = {track.name: summary for track, summary in zip(tracks, summaries)}
+        done = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=f"evaluate {name}", unit="track"))
+    scores = {track.name: summary for track, (summary, _, _) in zip(tracks, done)}
+    separation_s, scoring_s = sum(d[1] for d in done), sum(d[2] for d in done)
+    audio_s = sum(t.frames for t in tracks) / manifest.sample_rate
     return {"variant": cfg.variant or name, "seed": cfg.seed, "run": name, "tracks": len(scores),
-            **aggregate(scores, cfg.targets)}
+            **aggregate(scores, cfg.targets),
+            "protocol": protocol(cfg.eval, cfg.eval.bsseval, manifest.source, manifest.digest, len(tracks)),
+            # the cost of separating: thread-seconds per second of audio (each track on one thread)
+            "audio_s": audio_s, "separation_s": separation_s, "scoring_s": scoring_s,
+            "separation_rtf": separation_s / audio_s}
 
 
 def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:
@@ -107,16 +143,16 @@ def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:
     The per-track folder appears whole when the evaluation ends, and the old results are removed
     first: a failed evaluation leaves none that would look current."""
     paths.eval_metrics(name).unlink(missing_ok=True)
-    tracking.configure(cfg.tracking)
     with replacing(paths.eval_tracks(name), discard_old=True) as track_dir:
         track_dir.mkdir()
-        with tracking.run(cfg, stage=stage, run_id=run_id, run_name=name) as mlrun:
-            meter = EnergyMeter(cfg.energy, out_dir=track_dir, project_name=stage)
-            mlrun.watch_energy(meter, prefix=EVAL)
-            with meter:
-                result = work(track_dir)
+        with tracking.metered(cfg, stage, track_dir, run_id=run_id, run_name=name, prefix=EVAL) as (mlrun, meter):
+            result = work(track_dir)
             totals = meter.totals()
             result.update({f"{EVAL}{k}": totals[k] for k in EXECUTION_KEYS})
+            # the evaluation's energy in the separation's share of its thread time, per minute of audio
+            share = result["separation_s"] / max(result["separation_s"] + result["scoring_s"], 1e-9)
+            result.update({f"separation_{kwh_key(m)}_per_min": totals[kwh_key(m)] * share / (result["audio_s"] / 60)
+                           for m in METHODS})
             result["mlflow_run_id"] = mlrun.run_id
             mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
             write_json(paths.eval_metrics(name), result)

@@ -3,20 +3,28 @@
 Both folders hold `<track>/<target>.wav` (a MUSDB18-HQ `test/` folder is a reference folder). Every
 track of the estimates folder is scored against the reference of the same name with the metrics of
 `sepcost evaluate`: uSDR (mean over tracks) and BSSEval v4 (median over frames, then over tracks).
-It needs no params file: it scores any folders, anywhere.
+It needs no params file: it scores any folders, anywhere, metered with the default energy settings.
+With `--params` it is metered with that study's and logged as a run `score` of its MLflow
+experiment, which the ledger counts among "other stages".
 """
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from pipeline import paths, tracking
 from pipeline.atomic import write_json
+from pipeline.config import Config
+from pipeline.config.schema import EnergyConfig
 from pipeline.data.audio import read_wav
+from pipeline.energy.meter import EnergyMeter, energy_line
 from pipeline.errors import UserError
 from pipeline.evaluation.metrics import aggregate, score_track
-from pipeline.names import SCORES, TARGETS, score_key
+from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, SCORES, TARGETS, score_key
 
 
 def _read_target(path: Path, rate: int | None) -> tuple[np.ndarray, int]:
@@ -49,7 +57,20 @@ def load_pair(reference_dir: Path, estimates_dir: Path, track: str) -> tuple[np.
     return np.stack(refs), np.stack(ests), rate
 
 
-def run(reference_dir: str, estimates_dir: str, json_path: str | None = None, backend: str = "torch") -> dict:
+@contextmanager
+def _metered(study: Config | None):
+    """The study's metered MLflow run, or without a study a meter alone (its CSV thrown away)."""
+    if study is not None:
+        with tracking.metered(study, "score", paths.energy_dir("score"), run_name="score") as (_, meter):
+            yield meter
+        return
+    with tempfile.TemporaryDirectory(prefix="sepcost-score-") as out, \
+            EnergyMeter(EnergyConfig(), out_dir=out, project_name="score") as meter:
+        yield meter
+
+
+def run(reference_dir: str, estimates_dir: str, json_path: str | None = None, backend: str = "torch",
+        study: Config | None = None) -> dict:
     reference_dir, estimates_dir = Path(reference_dir), Path(estimates_dir)
     for folder in (reference_dir, estimates_dir):
         if not folder.is_dir():
@@ -64,12 +85,16 @@ def run(reference_dir: str, estimates_dir: str, json_path: str | None = None, ba
     from tqdm import tqdm
 
     scores = {}
-    for track in tqdm(tracks, desc="score", unit="track"):
-        references, estimates, rate = load_pair(reference_dir, estimates_dir, track)
-        scores[track], _ = score_track(references, estimates, TARGETS, rate, backend=backend)
+    with _metered(study) as meter:
+        for track in tqdm(tracks, desc="score", unit="track"):
+            references, estimates, rate = load_pair(reference_dir, estimates_dir, track)
+            scores[track], _ = score_track(references, estimates, TARGETS, rate, backend=backend)
     figures = aggregate(scores, TARGETS)
-    result = {"aggregate": {t: {m: figures[score_key(m, t)] for m in SCORES} for t in TARGETS}, "tracks": scores}
+    totals = meter.totals()
+    result = {"aggregate": {t: {m: figures[score_key(m, t)] for m in SCORES} for t in TARGETS}, "tracks": scores,
+              "energy": {k: totals[k] for k in (KWH_CODECARBON, KWH_GREEN_ALGORITHMS)}}
     print(format_table(result))
+    print(f"score: {len(tracks)} tracks, {energy_line(totals)}")
     if json_path:
         write_json(Path(json_path), result)
     return result

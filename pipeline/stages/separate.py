@@ -1,12 +1,14 @@
 """`sepcost separate AUDIO... --variant NAME`: the user's wav or flac files through a trained variant.
 
 The variant's best.pt describes its own models; the params give the inference settings (segment,
-overlap, Open-Unmix's Wiener filter) and the device.
+overlap, Open-Unmix's Wiener filter) and the device. Metered like every stage: the run
+`separate@<run>` in the study's MLflow experiment, which the ledger counts among "other stages".
 """
 from __future__ import annotations
 
-from pipeline import paths
+from pipeline import paths, tracking
 from pipeline.config import Config, resolve
+from pipeline.energy.meter import energy_line
 from pipeline.errors import UserError
 from pipeline.inference.files import separate_files
 from pipeline.runtime import pick_device
@@ -17,4 +19,10 @@ def run(study: Config, variant: str, audio: list[str], out: str, seed: int | Non
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{cfg.run}` first")
-    return separate_files(audio, checkpoint, out, cfg.eval, pick_device(cfg.runtime.device))
+    stage = f"separate@{cfg.run}"
+    with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}") as (mlrun, meter):
+        written = separate_files(audio, checkpoint, out, cfg.eval, pick_device(cfg.runtime.device))
+        mlrun.log_metrics({"files": len(audio)})
+    print(f"separate: {len(audio)} files, {energy_line(meter.totals())}")
+    return written
+

@@ -98,8 +98,29 @@ def test_score_needs_no_params_file(tmp_path, monkeypatch, capsys):
     _musdb_folder(tmp_path / "refs", ["A - One"], rng)
     _musdb_folder(tmp_path / "est", ["A - One"], rng)
     monkeypatch.chdir(tmp_path)  # no params.yaml here
-    assert main(["score", "refs", "est", "--bsseval", "torch"]) == 0
-    assert "A - One" in capsys.readouterr().out
+    assert main(["score", "refs", "est", "--bsseval", "torch", "--json", "s.json"]) == 0
+    printed = capsys.readouterr().out
+    assert "A - One" in printed and "kWh measured (CodeCarbon)" in printed
+    assert json.loads((tmp_path / "s.json").read_text())["energy"]["energy_kwh_codecarbon"] > 0
+    assert not (tmp_path / "mlflow.db").exists()  # without --params nothing is logged anywhere
+
+
+def _runs_named(name):
+    cfg = config.load("params.yaml")
+    tracking.configure(cfg.tracking)
+    client = MlflowClient(tracking.resolved(cfg.tracking)[0])
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client.search_runs([experiment.experiment_id], f"attributes.run_name = '{name}'")
+
+
+def test_score_with_params_is_a_metered_run_of_the_study(study, tmp_path):
+    rng = np.random.default_rng(6)
+    _musdb_folder(tmp_path / "refs", ["A - One"], rng)
+    _musdb_folder(tmp_path / "est", ["A - One"], rng)
+    assert main(["score", str(tmp_path / "refs"), str(tmp_path / "est"), "--params", "params.yaml"]) == 0
+    (run,) = _runs_named("score")
+    assert run.info.status == "FINISHED" and run.data.metrics["energy_kwh_codecarbon"] > 0
+    assert run.data.tags["energy.method.codecarbon"] == "ok"
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -148,6 +169,8 @@ def test_separate_user_files_at_any_rate(trained, tmp_path, rate, channels):
     sf.write(path, audio if channels > 1 else audio[:, 0], rate)
     out = tmp_path / "out"
     assert main(["separate", str(path), "--variant", "base", "--out", str(out)]) == 0
+    (run,) = _runs_named(f"separate-{BASE}")  # metered, in the study's experiment
+    assert run.data.metrics["energy_kwh_green_algorithms"] > 0
     for t in TARGETS:
         estimate, estimate_rate = sf.read(out / path.stem / f"{t}.wav", always_2d=True)
         assert estimate_rate == rate and estimate.shape == (len(audio), channels)
