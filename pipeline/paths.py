@@ -51,5 +51,10 @@ def forecast_dir(run: str) -> Path:
     return Path("forecasts") / run
 
 
+def energy_dir(stage: str) -> Path:
+    """CodeCarbon's CSV of a stage with no output folder of its own (it also goes to its MLflow run)."""
+    return Path("energy") / stage
+
+
 def estimates_dir(run: str) -> Path:
     return DATA / "estimates" / run

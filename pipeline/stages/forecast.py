@@ -13,7 +13,6 @@ from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import TrackStore
 from pipeline.energy.codecarbon_adapter import carbon_intensity
-from pipeline.energy.meter import EnergyMeter
 from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
@@ -27,9 +26,6 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
     cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
     manifest = load_manifest()
-    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
-    slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
-    valid = load_validation_tracks(cfg, manifest)
     out = paths.forecast_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -38,18 +34,17 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
     if measured < steps:
         print(f"forecast: {cfg.run}: an epoch has {steps_per_epoch} steps; measuring {measured}")
 
-    tracking.configure(cfg.tracking)
-    with tracking.run(cfg, stage=f"forecast@{cfg.run}") as mlrun:
-        meter = EnergyMeter(cfg.energy, out_dir=out, project_name=f"forecast@{cfg.run}")
-        mlrun.watch_energy(meter)  # what the forecast itself cost
-        with meter:
-            # The models are trained side by side as in training; the first step of each (memory
-            # allocation, kernel selection) is left out of the measurement.
-            train_steps(slots, cfg, 0, device, 1, desc="warm-up")
-            with meter.task("steps") as measured_steps:
-                train_steps(slots, cfg, 1, device, measured, desc=f"{measured} measured steps")
-            with meter.task("validation") as measured_validation:
-                validate([s.model for s in slots], valid, cfg, manifest.sample_rate, device)
+    with tracking.metered(cfg, f"forecast@{cfg.run}", out) as (mlrun, meter):  # what the forecast cost
+        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+        slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
+        valid = load_validation_tracks(cfg, manifest)
+        # The models are trained side by side as in training; the first step of each (memory
+        # allocation, kernel selection) is left out of the measurement.
+        train_steps(slots, cfg, 0, device, 1, desc="warm-up")
+        with meter.task("steps") as measured_steps:
+            train_steps(slots, cfg, 1, device, measured, desc=f"{measured} measured steps")
+        with meter.task("validation") as measured_validation:
+            validate([s.model for s in slots], valid, cfg, manifest.sample_rate, device)
 
         per_epoch = {key: steps_per_epoch * measured_steps[key] / measured + measured_validation[key]
                      for key in forecast.FIGURES}

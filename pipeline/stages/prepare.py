@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from pipeline import paths
+from pipeline import paths, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config
 from pipeline.data import musdb, synthetic
@@ -23,7 +23,8 @@ from pipeline.names import SPLITS
 
 
 def run(cfg: Config) -> Manifest:
-    with replacing(paths.PREPARED, discard_old=True) as out:
+    with tracking.metered(cfg, "prepare", paths.energy_dir("prepare"), run_name="prepare"), \
+            replacing(paths.PREPARED, discard_old=True) as out:
         audio = out / paths.SYNTHETIC_ROOT.name  # where the synthetic or decoded stems go
         if cfg.data.source == "synthetic":
             manifest = synthetic.write(cfg, audio)

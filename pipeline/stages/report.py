@@ -8,7 +8,7 @@ that fails leaves the previous one (or nothing) and the page never refers to hal
 """
 from __future__ import annotations
 
-from pipeline import paths, reference
+from pipeline import paths, reference, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, recipes, resolve, runs as study_runs
 from pipeline.names import run_key
@@ -20,8 +20,16 @@ from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, load_runs, load_time
 from pipeline.report.page import render_html
 from pipeline.report.plotting import energy_text
 from pipeline.report.render import to_csv, write_table
-from pipeline.report.results import LEARNING_MARGIN_DB, forecast_table, learning_table, study_table, testset_table
-from pipeline.report.tables import ledger_table, runs_table_view
+from pipeline.report.results import (
+    LEARNING_MARGIN_DB,
+    forecast_table,
+    inference_table,
+    learning_table,
+    study_table,
+    testset_table,
+    training_split_table,
+)
+from pipeline.report.tables import ledger_table, runs_table_view, stages_table
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
@@ -59,14 +67,24 @@ def variants(cfg: Config) -> dict[str, Variant]:
 
 def run(cfg: Config) -> dict:
     """Build every table, figure, the ledger and reports/index.html; returns a summary."""
+    with tracking.metered(cfg, "report", paths.energy_dir("report"), run_name="report") as (mlrun, _):
+        summary, ledger, learning = _report(cfg, own_run=mlrun.run_id)
+    _print(summary, ledger, learning)
+    return summary
+
+
+def _report(cfg: Config, own_run: str) -> tuple[dict, dict, list[dict]]:
+    """Every table, figure and the page; the summary, the ledger and the learning check's rows."""
     at_scale, why = paper_scale(cfg)
     study = load_study(cfg.targets, variants(cfg), reference.validation(cfg), reference.test(cfg.targets),
                        at_scale, why, recipes.BASE)
-    runs = load_runs(cfg, study)
+    runs = load_runs(cfg, study, exclude=own_run)  # this report's energy is counted by the next one
     ledger = summarize_ledger(runs, cfg)
     effects = variant_effects(study)
     tables = {"study": study_table(study), "effects": effects_table(study, effects), "recipes": recipes_table(study),
               "forecast": forecast_table(study), "test": testset_table(study), "ledger": ledger_table(ledger),
+              "stages": stages_table(ledger), "training_split": training_split_table(study),
+              "inference": inference_table(study),
               "learning_check": learning_table(study)}
 
     # A `with` leaves its contexts innermost first: the page, entered first, is replaced last.
@@ -101,8 +119,7 @@ def run(cfg: Config) -> dict:
         "learning_check": {r["variant"]: r["min_margin"] for r in learning},
         "notes": list(study.notes),
     }
-    _print(summary, ledger, learning)
-    return summary
+    return summary, ledger, learning
 
 
 def _print(summary: dict, ledger: dict, learning: list[dict]) -> None:

@@ -9,7 +9,7 @@ import csv
 
 from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import paths, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config
 from pipeline.data.audio import read_wav
@@ -25,7 +25,8 @@ def run(cfg: Config) -> dict:
         raise UserError(f"{paths.MANIFEST}: no training tracks to detect source activity in")
     segments = {t: [] for t in cfg.targets}
     totals = dict.fromkeys(cfg.targets, 0)
-    with replacing(paths.SAD, discard_old=True) as out:
+    with tracking.metered(cfg, "sad", paths.energy_dir("sad"), run_name="sad"), \
+            replacing(paths.SAD, discard_old=True) as out:
         for track in tqdm(tracks, desc="sad: training tracks", unit="track"):
             for target in cfg.targets:
                 audio = read_wav(manifest.stem_path(track, target))
