@@ -5,20 +5,35 @@ every execution logged into it (the `<prefix>ledger_*` metrics that `pipeline.tr
 for each prefix of the run's `energy.prefixes` tag); `energy_timeline` says when that energy was
 spent. `load_runs` gives each run its category against the current metrics files (a run is current
 when its id is the `mlflow_run_id` of one), and `summarize_ledger` totals them by method and
-category, household-years included. The write side is `pipeline.tracking.run`'s.
-Imports `pipeline.names`, `pipeline.errors`, `pipeline.tracking.store`, the report's inputs, pandas.
+category (a RUNNING run without a recent heartbeat is lost) and by stage, household-years included.
+The write side is `pipeline.tracking.run`'s. Imports `pipeline.names`, `pipeline.errors`, the
+tracking store, the report's inputs, pandas.
 """
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Mapping
 
 from pipeline.errors import UserError
-from pipeline.names import CO2, DURATION, ENERGY_PREFIXES_TAG, EVAL, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, \
-    LEDGER, METHODS, RUN, kwh_key
-from pipeline.report.inputs import Study, fsum
+from pipeline.names import (
+    CO2,
+    DURATION,
+    ENERGY_PREFIXES_TAG,
+    EVAL,
+    HEARTBEAT_S,
+    HEARTBEAT_TAG,
+    KWH_CODECARBON,
+    KWH_GREEN_ALGORITHMS,
+    LEDGER,
+    METHODS,
+    REFERENCE_ROWS,
+    RUN,
+    kwh_key,
+)
+from pipeline.report.inputs import Study, fsum, num
 from pipeline.tracking import store
 
 # The replication's equivalence: its ~23,000 kWh are "about 15 household-years" of electricity.
@@ -41,7 +56,8 @@ _COPIED = [*(RUN + kwh_key(m) for m in METHODS), *(EVAL + RUN + kwh_key(m) for m
            *(kwh_key(m) for m in METHODS)]
 RUNS_COLUMNS = [
     "run_id", "run_name", "variant", "stage", "stages", "status", "deleted", "start_time", "end_time",
-    KWH_CC, KWH_GA, KG_CO2E, DURATION, *_COPIED, "git_commit", "git_dirty", "host",
+    KWH_CC, KWH_GA, KG_CO2E, DURATION, *(f"{part}{kwh_column(m)}" for part in ("own_", "eval_") for m in METHODS),
+    "heartbeat", "methods", *_COPIED, "git_commit", "git_dirty", "host",
 ]
 TIMELINE_COLUMNS = ["time", "run_id", "status", KWH_CC, KWH_GA]
 # A run logged before the tag existed was metered by training (no prefix) and evaluation.
@@ -53,10 +69,14 @@ CATEGORIES = {
     "superseded": "superseded (finished, result replaced)",
     "failed": "failed",
     "killed": "killed",
-    "unfinished": "unfinished (still running or lost)",
+    "lost": "lost (left RUNNING, no heartbeat)",
+    "unfinished": "still running",
     "other": "forecasts and other stages",
 }
 RESULT_STAGES = ("train", "evaluate")  # stages whose runs produce a metrics file
+# Stages whose latest finished run made the current output (they write no run id anywhere).
+SINGLE_STAGES = ("prepare", "sad", "report")
+LOST_AFTER_S = 5 * HEARTBEAT_S  # a RUNNING run silent for longer was lost
 
 
 # ----------------------------------------------------------------------------- the store
@@ -99,6 +119,18 @@ def energy_timeline(cfg):
     return table.sort_values("time", kind="stable", ignore_index=True)
 
 
+def _methods(tags: Mapping[str, str], prefixes: list[str]) -> str:
+    """How CodeCarbon measured each meter of a run (`energy.method.*` tags), e.g.
+    "cpu=cpu_load gpu=none ram=dimm_model_machine"; "codecarbon=failed: ..." when it did not."""
+    out = []
+    for p in prefixes:
+        status = tags.get(f"{p}energy.method.codecarbon", "")
+        parts = [f"{k}={tags[f'{p}energy.method.{k}']}" for k in ("cpu", "gpu", "ram") if f"{p}energy.method.{k}" in tags]
+        text = " ".join(parts) if status == "ok" else f"codecarbon={status or 'not recorded'}"
+        out.append(f"{p or 'own '}: {text}" if len(prefixes) > 1 else text)
+    return "; ".join(out)
+
+
 def _sum_executions(metrics: Mapping[str, float], prefixes: list[str], key: str) -> float:
     values = [metrics.get(f"{p}{LEDGER}{key}", metrics.get(f"{p}{RUN}{key}", math.nan)) for p in prefixes]
     return float(sum(v for v in values if math.isfinite(v)))
@@ -131,6 +163,13 @@ def runs_table(cfg):
                          if r.info.end_time else pd.NaT),
             KWH_CC: _sum_executions(m, prefixes, KWH_CODECARBON),
             KWH_GA: _sum_executions(m, prefixes, KWH_GREEN_ALGORITHMS),
+            # the run's own stage's part, and the evaluations logged into it (stage `evaluate`)
+            **{f"own_{kwh_column(k)}": _sum_executions(m, [p for p in prefixes if p != EVAL], kwh_key(k))
+               for k in METHODS},
+            **{f"eval_{kwh_column(k)}": _sum_executions(m, [p for p in prefixes if p == EVAL], kwh_key(k))
+               for k in METHODS},
+            "heartbeat": float(t.get(HEARTBEAT_TAG, r.info.start_time / 1000)),
+            "methods": _methods(t, prefixes),
             KG_CO2E: _sum_executions(m, prefixes, CO2),
             DURATION: _sum_executions(m, prefixes, DURATION),
             **{key: m.get(key, math.nan) for key in _COPIED},
@@ -144,9 +183,26 @@ def runs_table(cfg):
 # ----------------------------------------------------------------------------- the ledger
 
 
-def load_runs(cfg, study: Study):
+def stage_split(runs) -> dict[str, dict]:
+    """Both methods' kWh and the runs of each stage kind: a run's own part goes to its stage, the
+    evaluations logged into a training's run to `evaluate`."""
+    out: dict[str, dict] = {}
+    for r in runs.to_dict("records"):
+        for kind, part in ((stage_kind(str(r["stage"])), "own_"), ("evaluate", "eval_")):
+            spent = {k: num(r.get(f"{part}{kwh_column(k)}")) for k in METHODS}
+            if part == "eval_" and not any(v > 0 for v in spent.values() if math.isfinite(v)):
+                continue
+            row = out.setdefault(kind, {"runs": 0, **{kwh_column(k): 0.0 for k in METHODS}})
+            row["runs"] += 1
+            for k, v in spent.items():
+                row[kwh_column(k)] += v if math.isfinite(v) else 0.0
+    return out
+
+
+def load_runs(cfg, study: Study, exclude: str | None = None):
     """Every run of the study's MLflow experiment with its ledger category (an empty table when the
-    store holds none, or does not exist yet: reading it would create it)."""
+    store holds none, or does not exist yet: reading it would create it), but `exclude` (the
+    report's own run, still open: its energy is counted by the next report)."""
     import pandas as pd
 
     store.configure(cfg.tracking)
@@ -161,9 +217,24 @@ def load_runs(cfg, study: Study):
             raise UserError(f"{cfg.params_file}: tracking.uri: cannot read the MLflow store {uri} "
                             f"({type(err).__name__}: {err})") from None
     table = table.copy()
-    table["category"] = [_category(r, study.current_ids) for r in table.to_dict("records")]
+    if exclude:
+        table = table[table["run_id"] != exclude]
+    latest = _latest_finished(table)
+    table["category"] = [_category(r, study.current_ids, latest) for r in table.to_dict("records")]
     table["current"] = table["category"] == "current"
     return table
+
+
+def stage_kind(stage: str) -> str:
+    """train, evaluate, bounds (the reference rows' evaluate), prepare, sad, forecast, report, ..."""
+    kind, _, key = stage.partition("@")
+    return "bounds" if kind == "evaluate" and key in REFERENCE_ROWS else kind
+
+
+def _latest_finished(table) -> set[str]:
+    """The run ids of the latest finished run of each single stage (prepare, sad, report)."""
+    done = table[(table["status"] == "FINISHED") & table["stage"].isin(SINGLE_STAGES)]
+    return set(done.sort_values("start_time").groupby("stage")["run_id"].last())
 
 
 def load_timeline(cfg, runs):
@@ -175,8 +246,8 @@ def load_timeline(cfg, runs):
     return energy_timeline(cfg.tracking)
 
 
-def _category(run: dict, current_ids: dict) -> str:
-    if run["run_id"] in current_ids:
+def _category(run: dict, current_ids: dict, latest: set[str]) -> str:
+    if run["run_id"] in current_ids or run["run_id"] in latest:
         return "current"
     status = str(run.get("status", ""))
     if status == "FAILED":
@@ -184,7 +255,7 @@ def _category(run: dict, current_ids: dict) -> str:
     if status == "KILLED":
         return "killed"
     if status != "FINISHED":
-        return "unfinished"
+        return "lost" if time.time() - float(run.get("heartbeat", 0)) > LOST_AFTER_S else "unfinished"
     kind = str(run.get("stage", "")).split("@", 1)[0]
     return "superseded" if kind in RESULT_STAGES else "other"
 
@@ -211,10 +282,12 @@ def summarize_ledger(runs, cfg) -> dict:
         "current": totals(runs[runs["current"]]),
         "not_current": totals(runs[~runs["current"].astype(bool)]),
         "categories": {name: totals(runs[runs["category"] == name]) for name in CATEGORIES},
+        "stages": stage_split(runs),
         "kwh_per_household_year": KWH_PER_HOUSEHOLD_YEAR,
         "tracking_uri": uri,
         "experiment": cfg.tracking.experiment,
         "definition": ("a run is current when its id is the mlflow_run_id of a current metrics/train or "
-                       "metrics/eval file; 'not current' adds up every other run (superseded results, failed "
-                       "and killed runs, forecasts), whose energy was spent all the same"),
+                       "metrics/eval file, or it is the latest finished prepare, sad or report; 'not current' "
+                       "adds up every other run (superseded results, failed, killed and lost runs, forecasts), "
+                       "whose energy was spent all the same"),
     }

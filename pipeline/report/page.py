@@ -13,11 +13,11 @@ import html
 from pathlib import Path
 
 from pipeline import paths
-from pipeline.names import REFERENCE_ROWS
+from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, REFERENCE_ROWS
 from pipeline.report.comparison import agreement_text, effects_summary
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
 from pipeline.report.figures import FIGURES
-from pipeline.report.inputs import EVALUATION, Study
+from pipeline.report.inputs import EVALUATION, Study, finite, fsum, num
 from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, KWH_PER_HOUSEHOLD_YEAR
 from pipeline.report.plotting import energy_text
 from pipeline.report.render import to_html
@@ -91,6 +91,31 @@ def energy_methods_summary(study: Study, memory_w_per_gb: float) -> list[str]:
         lines.append("Where the CPU figure is modelled rather than metered, CodeCarbon's kWh are an estimate as "
                      "well, and the two methods are not independent checks of each other.")
     return lines
+
+
+def methods_compared(study: Study) -> list[str]:
+    """Two sentences on why the methods differ on this machine: what each prices for the memory (with
+    both RAM figures over the study's trainings) and where each takes the CPU's power from."""
+    runs = [study.train[r] for r in study.all_runs() if r in study.train]
+    if not runs:
+        return []
+    ram_cc, ram_ga = fsum(r.get("ram_kwh") for r in runs), fsum(r.get("ga_ram_kwh") for r in runs)
+    all_cc, all_ga = fsum(r.get(KWH_CODECARBON) for r in runs), fsum(r.get(KWH_GREEN_ALGORITHMS) for r in runs)
+    methods = runs[-1].get("energy_methods") or {}
+    inputs = runs[-1].get("energy_inputs") or {}
+    share = lambda part, whole: f"{100 * part / whole:.0f} %" if whole > 0 else "–"  # noqa: E731
+    ram = (f"RAM: CodeCarbon prices the machine's installed memory with its per-DIMM model "
+           f"({num(methods.get('ram_power_w')):.3g} W), Green Algorithms the memory the job used (peak resident "
+           f"{num(inputs.get('memory_gb')):.2g} GB at {num(inputs.get('memory_w_per_gb')):g} W/GB): over the "
+           f"trainings, {energy_text(ram_cc)} ({share(ram_cc, all_cc)} of CodeCarbon's kWh) against "
+           f"{energy_text(ram_ga)} ({share(ram_ga, all_ga)} of Green Algorithms').")
+    cpu = (f"CPU: CodeCarbon {_method_note('cpu', str(methods.get('cpu', 'none')))}"
+           + (f" with a {num(methods.get('cpu_tdp_w')):g} W TDP for the package" if finite(methods.get('cpu_tdp_w'))
+              else "")
+           + f"; Green Algorithms {num(methods.get('ga_tdp_per_core_w')):.3g} W per core x "
+           f"{num(methods.get('ga_cores')):.3g} cores x the process tree's CPU usage "
+           f"({methods.get('ga_tdp_source', 'source not recorded')}).")
+    return [ram, cpu]
 
 
 def _method_note(part: str, value: str) -> str:
@@ -184,6 +209,7 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
     for note in study.notes:
         body.append(f'<p class="note">{e(note)}</p>')
     body.append("<h2>How energy was measured</h2>")
+    body += [f"<p>{e(line)}</p>" for line in methods_compared(study)]
     body += [f"<p>{e(line)}</p>" for line in energy_methods_summary(study, cfg.energy.memory_w_per_gb)]
 
     def row_class(row: dict) -> str:
@@ -212,11 +238,15 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
                     f"<figcaption>{e(caption)} ({e(path.name)}).</figcaption></figure>")
     body.append("<h2>Forecasts: each training's own forecast against what it measured</h2>")
     body.append(to_html(tables["forecast"]))
+    body.append("<h2>Inference: what separating costs</h2>")
+    body.append(to_html(tables["inference"]))
     body.append("<h2>Test set: published vs this study</h2>")
     body.append(to_html(tables["test"], row_class))
     body.append("<h2>Energy ledger</h2>")
     body.append(f"<p>{e(ledger['definition'][0].upper() + ledger['definition'][1:])}.</p>")
     body.append(to_html(tables["ledger"]))
+    body.append(to_html(tables["stages"]))
+    body.append(to_html(tables["training_split"]))
     if len(runs):
         body.append(f"<details><summary>All {len(runs)} runs</summary>")
         body.append(to_html(runs_table_view(runs), lambda r: "current" if r.get("category") == "current" else ""))

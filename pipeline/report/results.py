@@ -5,6 +5,8 @@ Imports `pipeline.names` and the report's inputs, effects, ledger and table mode
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from pipeline.names import (
@@ -12,11 +14,15 @@ from pipeline.names import (
     CO2,
     DURATION,
     EVAL,
+    FORECAST,
     KWH_CODECARBON,
     KWH_GREEN_ALGORITHMS,
     LR_EFFECTIVE,
+    METHODS,
     PARAMS_M,
     REFERENCE_ROWS,
+    TIME_SHARE,
+    kwh_key,
     score_key,
 )
 from pipeline.report.effects import summarize
@@ -27,7 +33,6 @@ from pipeline.report.tables import NOT_RUN, REFERENCE_LABELS, Col, Table, short_
 # Our rows in the test-set comparison (those of them the study has); all variants if it has none.
 TEST_COMPARISON = ("base", "large", "large_patience30", "optimized_no_tac", "optimized_tac", "umx")
 LEARNING_MARGIN_DB = 1.0  # what a variant must beat the trivial estimates by, on every target
-FORECAST = "forecast_"  # the prefix of a training's own forecast in its metrics (training.forecast)
 
 
 def scale_note(study: Study) -> str:
@@ -259,3 +264,76 @@ def forecast_table(study: Study) -> Table:
                "schedule early stopping allows (min) and the full schedule (max), against what the run measured; "
                "the error is one epoch's cost times the epochs that ran, in % of the measurement.")
     return Table("forecast", caption, cols, rows, extra)
+
+
+def training_split_table(study: Study) -> Table:
+    """Each variant's training energy (mean over its runs) split among its target models by their
+    share of the step time (`time_share_<target>` of metrics/train)."""
+    models = [*study.targets, "joint"]
+    cols = [Col("variant", "variant", long="variant")]
+    for method, label in ((KWH_CODECARBON, "CC"), (KWH_GREEN_ALGORITHMS, "GA")):
+        group = f"Training kWh {label} by model"
+        cols += [Col(f"{method}_{m}", short_target(m) if m != "joint" else m, group, "sig", f"kWh {label} {m}")
+                 for m in models]
+    rows = []
+    for v in study.variants:
+        if not study.trained(v):
+            continue
+        row = {"variant": v}
+        for method in (kwh_key(m) for m in METHODS):
+            total = study.mean(v, method)
+            row.update({f"{method}_{m}": total * study.mean(v, f"{TIME_SHARE}{m}") for m in models})
+        rows.append(row)
+    cols = [c for c in cols if c.key == "variant" or any(finite(r.get(c.key)) for r in rows)]  # no joint column
+    caption = ("Training energy of each variant (mean over its runs) split among its models by their share of "
+               "the step time: what each target cost to train.")
+    return Table("training_split", caption, cols, rows, wide=False)
+
+
+
+def protocol_id(protocol) -> str:
+    """A short name of an evaluation protocol (`evaluation.metrics.protocol`), equal when they are."""
+    if not isinstance(protocol, dict):
+        return "not recorded"
+    return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def inference_table(study: Study) -> Table:
+    """What separating costs each variant, beside its test score: the real-time factor (thread-seconds
+    of separation per second of audio) and the kWh per minute of separated audio by both methods,
+    means over its runs, with the evaluation protocol its scores were computed with."""
+    cols = [Col("variant", "variant", long="variant"),
+            Col("test_usdr_avg", "test uSDR", kind="sdr", long="test uSDR avg (dB)"),
+            Col("rtf", "RTF", kind="sig", long="real-time factor of separation", min_decimals=2),
+            Col("cc_per_min", "kWh CC / min", kind="g3", long="kWh CodeCarbon per minute of audio"),
+            Col("ga_per_min", "kWh GA / min", kind="g3", long="kWh Green Algorithms per minute of audio"),
+            Col("protocol", "protocol", long="evaluation protocol"),
+            Col("stream_latency_ms", "latency (ms)", "Streaming", "sig", "streaming latency (ms)"),
+            Col("stream_rtf_max", "RTF, worst", "Streaming", "sig", "streaming RTF, worst chunk", 2),
+            Col("stream_usdr_avg", "uSDR", "Streaming", "sdr", "streaming test uSDR avg (dB)")]
+    rows = []
+    for v in study.variants:
+        runs = study.metrics(v, EVALUATION)
+        if not runs:
+            continue
+        ids = sorted({protocol_id(r.get("protocol")) for r in runs})
+        rows.append({"variant": v, "test_usdr_avg": study.mean(v, score_key("usdr"), EVALUATION),
+                     "rtf": study.mean(v, "separation_rtf", EVALUATION),
+                     "cc_per_min": study.mean(v, f"separation_{KWH_CODECARBON}_per_min", EVALUATION),
+                     "ga_per_min": study.mean(v, f"separation_{KWH_GREEN_ALGORITHMS}_per_min", EVALUATION),
+                     "protocol": ", ".join(ids),
+                     "stream_latency_ms": study.mean(v, "streaming_latency_ms", EVALUATION),
+                     "stream_rtf_max": study.mean(v, "streaming_rtf_max", EVALUATION),
+                     "stream_usdr_avg": study.mean(v, f"streaming_{score_key('usdr')}", EVALUATION)})
+    if not any(finite(r["stream_latency_ms"]) for r in rows):
+        cols = [c for c in cols if c.group != "Streaming"]
+    protocols = sorted({r["protocol"] for r in rows})
+    flag = (f" The scores were computed with {len(protocols)} different protocols ({', '.join(protocols)}; the "
+            "protocols are in each metrics/eval file): compare only rows that share one." if len(protocols) > 1 else
+            " Every score was computed with the same protocol.")
+    caption = ("The cost of separating: real-time factor (thread-seconds of separation per second of audio, each "
+               "track on one thread) and kWh per minute of separated audio (the evaluation's energy in the "
+               "separation's share of its time), means over each variant's runs. A causal model (unidirectional "
+               "Open-Unmix) also separates as a stream, chunk by chunk without the Wiener filter: its latency "
+               "bound, the worst chunk's real-time factor and the stream's uSDR." + flag)
+    return Table("inference", caption, cols, rows, wide=False)

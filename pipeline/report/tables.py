@@ -138,6 +138,24 @@ def ledger_table(ledger: dict) -> Table:
     return Table("ledger", caption, cols, rows, ["key", DURATION], wide=False)
 
 
+def stages_table(ledger: dict) -> Table:
+    """The ledger by stage: every run's energy under the stage that spent it (an evaluation logged
+    into its training's run under `evaluate`)."""
+    cols = [Col("stage", "stage", long="stage"), Col("runs", "runs", kind="int", long="runs"),
+            Col(KWH_CC, "kWh CC", kind="sig", long="kWh CodeCarbon"),
+            Col(KWH_GA, "kWh GA", kind="sig", long="kWh Green Algorithms"),
+            Col("share_codecarbon", "% of kWh CC", kind="sig", long="share of kWh CodeCarbon (%)", min_decimals=1)]
+    total = sum(part[KWH_CC] for part in ledger["stages"].values())
+    rows = [{"stage": stage, **part, "share_codecarbon": 100.0 * part[KWH_CC] / total if total > 0 else math.nan}
+            for stage, part in sorted(ledger["stages"].items(), key=lambda item: -item[1][KWH_CC])]
+    rows.append({"stage": "all stages", "runs": sum(r["runs"] for r in rows), KWH_CC: total,
+                 KWH_GA: sum(part[KWH_GA] for part in ledger["stages"].values()), "share_codecarbon": 100.0,
+                 "_rule_before": True})
+    caption = ("The whole-study ledger by stage: every run's energy, failed, killed and superseded ones included, "
+               "under the stage that spent it (an evaluation counts once per execution).")
+    return Table("stages", caption, cols, rows, wide=False)
+
+
 def runs_table_view(runs) -> Table:
     """Every run of the ledger (`ledger.load_runs`), one row each, with its category."""
     import pandas as pd
@@ -146,7 +164,8 @@ def runs_table_view(runs) -> Table:
             Col("status", "status", long="status"), Col("category", "ledger", long="ledger category"),
             Col("start", "start (UTC)", long="start (UTC)"),
             Col(DURATION, "duration", kind="duration", long="duration (h:m:s)"),
-            *_energy_cols(), Col("run_id", "run id", long="run id")]
+            *_energy_cols(), Col("methods", "how CodeCarbon measured", long="how CodeCarbon measured"),
+            Col("run_id", "run id", long="run id")]
     rows = []
     for r in runs.to_dict("records"):
         start = r.get("start_time")
