@@ -4,7 +4,7 @@ Pure torch, no I/O; built from a plain spec dict by `build_separator`. Never imp
 """
 from model.bands import band_widths
 from model.bsrnn import BSRNN
-from model.factory import build_separator, count_parameters
+from model.factory import VariantSeparator, build_separator, count_parameters
 from model.stft import Stft
 from model.umx import OpenUnmix, input_statistics
 from model.wiener import wiener
@@ -13,6 +13,7 @@ __all__ = [
     "BSRNN",
     "OpenUnmix",
     "Stft",
+    "VariantSeparator",
     "band_widths",
     "build_separator",
     "count_parameters",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import inspect
 
+import torch
 from torch import nn
 
 from model.bands import RECIPES
@@ -56,3 +57,18 @@ def build_separator(spec: dict) -> nn.Module:
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters (every learnable tensor, buffers such as BatchNorm statistics excluded)."""
     return sum(p.numel() for p in module.parameters())
+
+
+class VariantSeparator(nn.Module):
+    """A variant's models (one per target, or one joint model) as one separator, as a saved
+    MLflow model is loaded: mixture (batch, channels, samples) -> waves (batch, targets, channels,
+    samples), the targets in `targets` order. The whole input in one pass, no Wiener post-filter:
+    long tracks are `sepcost separate`'s (chunks, overlap, Open-Unmix's Wiener filter)."""
+
+    def __init__(self, models: list[nn.Module]):
+        super().__init__()
+        self.models = nn.ModuleList(models)
+        self.targets = [t for m in models for t in m.spec["targets"]]
+
+    def forward(self, mixture: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(mixture)[0] for m in self.models], dim=1)

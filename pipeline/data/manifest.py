@@ -45,6 +45,14 @@ class Manifest:
     def stem_path(self, track: Track, stem: str) -> Path:
         return self.root / track.folder / f"{stem}.wav"
 
+    def dataset(self) -> dict:
+        """The data set as a run's input records it: name, digest, source folder and profile."""
+        return {"name": f"{self.source} ({self.channels} ch, {self.sample_rate} Hz)", "digest": self.digest,
+                "source": str(Path(self.root).resolve()),
+                "profile": {"tracks": {s: len(self.split(s)) for s in SPLITS}, "sample_rate": self.sample_rate,
+                            "hours": round(sum(t.frames for t in self.tracks) / self.sample_rate / 3600, 3),
+                            "digest": self.digest}}
+
     def to_json(self) -> dict:
         return {
             "source": self.source,

@@ -55,7 +55,7 @@ KG_CO2E = "kg_co2e"
 _COPIED = [*(RUN + kwh_key(m) for m in METHODS), *(EVAL + RUN + kwh_key(m) for m in METHODS),
            *(kwh_key(m) for m in METHODS)]
 RUNS_COLUMNS = [
-    "run_id", "run_name", "variant", "stage", "stages", "status", "deleted", "start_time", "end_time",
+    "run_id", "run_name", "variant", "stage", "status", "deleted", "start_time", "end_time",
     KWH_CC, KWH_GA, KG_CO2E, DURATION, *(f"{part}{kwh_column(m)}" for part in ("own_", "eval_") for m in METHODS),
     "heartbeat", "methods", *_COPIED, "git_commit", "git_dirty", "host",
 ]
@@ -155,7 +155,6 @@ def runs_table(cfg):
             "run_name": r.info.run_name,
             "variant": t.get("variant", ""),
             "stage": t.get("dvc.stage", ""),
-            "stages": t.get("dvc.stages", ""),
             "status": r.info.status,
             "deleted": r.info.lifecycle_stage == "deleted",
             "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
@@ -184,18 +183,25 @@ def runs_table(cfg):
 
 
 def stage_split(runs) -> dict[str, dict]:
-    """Both methods' kWh and the runs of each stage kind: a run's own part goes to its stage, the
-    evaluations logged into a training's run to `evaluate`."""
+    """Both methods' kWh and the runs of each stage kind. A run counts for its stage; an evaluation
+    logged into a training's run (stores written before evaluations had runs of their own) counts
+    for `evaluate` too."""
     out: dict[str, dict] = {}
     for r in runs.to_dict("records"):
-        for kind, part in ((stage_kind(str(r["stage"])), "own_"), ("evaluate", "eval_")):
+        kind = stage_kind(str(r["stage"]))
+        parts: dict[str, dict[str, float]] = {}
+        for part_kind, part in ((kind, "own_"), (kind if kind in ("evaluate", "bounds") else "evaluate", "eval_")):
             spent = {k: num(r.get(f"{part}{kwh_column(k)}")) for k in METHODS}
-            if part == "eval_" and not any(v > 0 for v in spent.values() if math.isfinite(v)):
+            into = parts.setdefault(part_kind, dict.fromkeys(METHODS, 0.0))
+            for k, v in spent.items():
+                into[k] += v if math.isfinite(v) else 0.0
+        for part_kind, spent in parts.items():
+            if part_kind != kind and not any(v > 0 for v in spent.values()):
                 continue
-            row = out.setdefault(kind, {"runs": 0, **{kwh_column(k): 0.0 for k in METHODS}})
+            row = out.setdefault(part_kind, {"runs": 0, **{kwh_column(k): 0.0 for k in METHODS}})
             row["runs"] += 1
             for k, v in spent.items():
-                row[kwh_column(k)] += v if math.isfinite(v) else 0.0
+                row[kwh_column(k)] += v
     return out
 
 

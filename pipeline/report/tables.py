@@ -171,6 +171,6 @@ def runs_table_view(runs) -> Table:
         start = r.get("start_time")
         rows.append({**r, "start": start.strftime("%Y-%m-%d %H:%M:%S") if pd.notna(start) else "",
                      "category": r.get("category", "")})
-    extra = ["variant", "stages", "deleted", "start_time", "end_time", "git_commit", "git_dirty", "host"]
+    extra = ["variant", "deleted", "start_time", "end_time", "git_commit", "git_dirty", "host"]
     return Table("runs", "Every run of the study's MLflow experiment and its category in the ledger.", cols, rows,
                  extra)

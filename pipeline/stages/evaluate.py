@@ -3,7 +3,8 @@
 Each test track is separated with the shared whole-track inference (Open-Unmix optionally with its
 Wiener post-filter), then scored with uSDR and BSSEval v4. Writes per-track scores in museval's
 JSON schema under metrics/eval/<variant>/, the data-set figures in metrics/eval/<variant>.json,
-and logs both with the evaluation's energy into the MLflow run of the variant's training. The
+and logs both with the evaluation's energy into an MLflow run of its own, a child of the
+variant's training run, into which it copies the test scores. The
 reference rows (`sepcost evaluate --bounds`) are the mixture itself as every estimate and the
 oracle ideal ratio mask, computed once per study.
 """
@@ -32,6 +33,11 @@ from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, kwh_ke
 from pipeline.runtime import pick_device, side_by_side
 
 
+# What an evaluation copies into its training's run, for the runs table: the test scores, the
+# streaming mode's, and the cost of separating.
+TEST_SCORES = ("usdr_", "csdr_", "streaming_", "separation_")
+
+
 def run(study: Config, variant: str, seed: int | None = None) -> dict:
     cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
@@ -48,7 +54,7 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
     causal = is_causal(models)
-    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, lambda track_dir: {
+    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, manifest, lambda track_dir: {
         **_score_all(cfg, cfg.run, manifest, separate, device, track_dir),
         **(_streaming(cfg, models[0], manifest) if causal else {})})
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
@@ -88,8 +94,8 @@ def run_bounds(study: Config) -> dict:
     }
     results = {}
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, f"evaluate@{name}", None, lambda track_dir, name=name: _score_all(
-            study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
+        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, lambda track_dir, name=name:
+                                 _score_all(study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")
     return results
@@ -137,15 +143,19 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
             "separation_rtf": separation_s / audio_s}
 
 
-def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:
-    """Run `work(track_dir)` inside an energy meter and the MLflow run; write metrics/eval/<name>.json.
+def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manifest: Manifest, work) -> dict:
+    """Run `work(track_dir)` inside an energy meter and an MLflow run (a child of the training's
+    run, into which the scores are copied); write metrics/eval/<name>.json.
 
     The per-track folder appears whole when the evaluation ends, and the old results are removed
     first: a failed evaluation leaves none that would look current."""
     paths.eval_metrics(name).unlink(missing_ok=True)
     with replacing(paths.eval_tracks(name), discard_old=True) as track_dir:
         track_dir.mkdir()
-        with tracking.metered(cfg, stage, track_dir, run_id=run_id, run_name=name, prefix=EVAL) as (mlrun, meter):
+        run_name = f"{name}-evaluate" if training_run else name
+        with tracking.metered(cfg, stage, track_dir, run_name=run_name, parent=training_run,
+                              prefix=EVAL) as (mlrun, meter):
+            mlrun.log_dataset(**manifest.dataset(), context="evaluation")
             result = work(track_dir)
             totals = meter.totals()
             result.update({f"{EVAL}{k}": totals[k] for k in EXECUTION_KEYS})
@@ -157,4 +167,7 @@ def _tracked(cfg: Config, name: str, stage: str, run_id, work) -> dict:
             mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})
             write_json(paths.eval_metrics(name), result)
             mlrun.log_artifact(paths.eval_metrics(name))
+    tracking.log_to(cfg.tracking, training_run, {k: v for k, v in result.items() if k.startswith(TEST_SCORES)
+                                                 and isinstance(v, (int, float))},
+                    {"evaluation_run_id": result["mlflow_run_id"]})
     return result

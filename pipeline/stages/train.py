@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model import count_parameters
+import model
+from model import VariantSeparator, count_parameters
 from pipeline import checkpoint, paths, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, resolve
@@ -48,6 +49,7 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
         if resume:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
             tracking.close_lost(cfg.tracking, resume.get("mlflow_run_id"), closed_by=mlrun.run_id)
+        mlrun.log_dataset(**manifest.dataset(), context="training")
         store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
         slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
         history: list[dict] = []
@@ -107,6 +109,9 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
         config_path = out / "config.json"
         write_json(config_path, cfg.as_dict())
         mlrun.log_artifact(config_path)
+        # the best checkpoint, loadable by mlflow.pytorch.load_model with no project code installed
+        mlrun.log_pytorch_model(VariantSeparator(checkpoint.load_models(out / "best.pt")), "separator",
+                                code_paths=[str(Path(model.__file__).parent)])
     print(
         f"train: {cfg.run}: valid uSDR {result[f'{VALID}usdr_avg']:.2f} dB after {result['epochs']} epochs, "
         f"{result[KWH_CODECARBON] * 1000:.2f} Wh (CodeCarbon), {result[KWH_GREEN_ALGORITHMS] * 1000:.2f} Wh (Green Algorithms)"

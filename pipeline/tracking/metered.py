@@ -19,12 +19,12 @@ from pipeline.tracking.store import configure
 
 
 @contextmanager
-def metered(cfg: Config, stage: str, out_dir: Path, *, run_id: str | None = None, run_name: str | None = None,
+def metered(cfg: Config, stage: str, out_dir: Path, *, run_name: str | None = None, parent: str | None = None,
             prefix: str = "", previous: Mapping[str, float] | None = None) -> Iterator[tuple[TrackedRun, EnergyMeter]]:
-    """The MLflow run of `stage` (a new one, or `run_id` reopened) and a running meter whose
+    """A new MLflow run of `stage` (a child of run `parent` if given) and a running meter whose
     CodeCarbon CSV goes to `out_dir`; `previous` is the energy earlier executions spent."""
     configure(cfg.tracking)
-    with run(cfg, stage, run_id=run_id, run_name=run_name) as mlrun:
+    with run(cfg, stage, run_name=run_name, parent=parent) as mlrun:
         meter = EnergyMeter(cfg.energy, out_dir=out_dir, project_name=stage, previous=previous)
         mlrun.watch_energy(meter, prefix=prefix)
         with meter:

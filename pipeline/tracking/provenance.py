@@ -24,9 +24,28 @@ PACKAGES = ("torch", "mlflow", "codecarbon", "dvc", "musdb", "museval", "numpy")
 _MAX_PARAM_LEN = 6000  # MLflow's limit per param value
 
 
-def flatten_params(config: Config) -> dict[str, str]:
-    """Dotted keys of the resolved config (the variants mapping excluded), values as strings, with
-    the recipe's derived figures the optimiser actually used (`train.lr_effective`, `train.global_batch`)."""
+# What a run of a variant logs as params: the settings that decide its result (the recipe, the
+# seed, the declared change). The study's settings are tags of the experiment (`study_tags`), the
+# resolved config whole is each training's config.json artifact.
+VARIANT_SECTIONS = ("stft", "model", "train", "eval")
+NOT_DECISIVE = ("eval.batch_chunks", "eval.write_estimates")  # speed and extra outputs, not scores
+STAGE_SECTIONS = {"prepare": ("seed", "data"), "sad": ("targets", "sad"), "evaluate": ("targets", "stft", "eval")}
+STUDY_SECTIONS = ("targets", "seeds", "data", "sad", "energy", "tracking", "params_file")
+EXPERIMENT_NOTE = """\
+One training run per variant and seed (tags `variant`, `seed`), its evaluation nested under it as a
+child run; `prepare`, `sad`, `evaluate@mixture`, `evaluate@oracle_irm`, `forecast@...` and `report`
+are runs of their own, so the experiment's energy is the study's. The report run holds the study's
+page, tables and figures.
+
+To compare variants: in the runs table, *Columns* -> metrics `usdr_avg`, `csdr_avg` (test),
+`best_valid_usdr_avg`, `energy_kwh_codecarbon`, `energy_kwh_green_algorithms`, `params_m` and the
+param `change`; select runs and *Compare* for their params side by side and the parallel-coordinates
+and scatter plots (e.g. `energy_kwh_codecarbon` against `usdr_avg`); the chart view plots a metric
+for every run. The study's settings are this experiment's `study.*` tags."""
+
+
+def _flatten(data: dict, sections) -> dict[str, str]:
+    """Dotted keys of `sections` of a config's dict, values as strings (lists as JSON)."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, value) -> None:
@@ -38,11 +57,36 @@ def flatten_params(config: Config) -> dict[str, str]:
         else:
             out[prefix] = "null" if value is None else str(value)
 
-    data = config.as_dict()
-    data.pop("variants", None)
-    data["train"].update(lr_effective=config.train.effective_lr, global_batch=config.train.global_batch)
-    walk("", data)
+    for section in sections:
+        walk(section, data[section])
     return {mlflow_key(k): v[:_MAX_PARAM_LEN] for k, v in out.items()}
+
+
+def declared_change(config: Config) -> str:
+    """A variant's declared change in one line, e.g. "model.bsrnn.n=128, train.patience=30"."""
+    overrides = {k: v for k, v in config.variants.get(config.variant, {}).items() if k != "seeds"}
+    flat = _flatten(overrides, overrides)
+    return ", ".join(f"{k}={v}" for k, v in flat.items()) or "none (the base recipe)"
+
+
+def run_params(config: Config, stage: str) -> dict[str, str]:
+    """The params of a run: for a variant's run its recipe (the model's own architecture only), the
+    optimiser's effective lr and global batch, its seed and declared change; for a study stage the
+    sections it reads (`STAGE_SECTIONS`); none for the others (report, score)."""
+    data = config.as_dict()
+    if not config.variant:
+        return {k: v for k, v in _flatten(data, STAGE_SECTIONS.get(stage_kind(stage), ())).items()
+                if k not in NOT_DECISIVE}
+    arch = config.model.arch
+    data["model"] = {k: v for k, v in data["model"].items() if not isinstance(v, dict) or k == arch}
+    data["train"].update(lr_effective=config.train.effective_lr, global_batch=config.train.global_batch)
+    params = {k: v for k, v in _flatten(data, VARIANT_SECTIONS).items() if k not in NOT_DECISIVE}
+    return {**params, "seed": str(config.seed), "variant": config.variant, "change": declared_change(config)}
+
+
+def study_tags(config: Config) -> dict[str, str]:
+    """The study's settings, as tags of its experiment: `study.data.source`, `study.energy.pue`, ..."""
+    return {f"study.{k}": v for k, v in _flatten(config.as_dict(), STUDY_SECTIONS).items()}
 
 
 def _git(*args: str) -> str | None:
@@ -112,7 +156,6 @@ def run_tags(config: Config, stage: str, name: str) -> dict[str, str]:
     tags = {
         "variant": config.variant or name,
         "dvc.stage": stage,
-        "dvc.stages": stage,
         "seed": str(config.seed),
         "host": socket.gethostname(),
         "params_file": config.params_file,

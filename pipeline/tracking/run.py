@@ -1,35 +1,36 @@
 """The life cycle of an MLflow run: one per execution of a stage, failed and killed ones included.
 
-    with tracking.run(cfg, "train@base") as tracked, EnergyMeter(cfg.energy, ...) as meter:
+    with tracking.run(cfg, "train@base-seed42") as tracked, EnergyMeter(cfg.energy, ...) as meter:
         tracked.watch_energy(meter)                  # logged at close, success or failure
         for epoch in ...:
             tracked.log_epoch(epoch, {"train_loss": ..., "valid_usdr_avg": ...})
         tracked.log_metrics({"params_m": ...})
 
-    with tracking.run(cfg, "evaluate@base", run_id=training_run_id) as tracked, EnergyMeter(...) as meter:
+    with tracking.run(cfg, "evaluate@base-seed42", parent=training_run_id) as tracked, ...:
         tracked.watch_energy(meter, prefix="eval_")
+
+A run is never reopened, so its Duration in the MLflow UI is its execution's: an evaluation is a
+child run of its training's run (the UI nests it there), and `log_to` copies its scores into the
+training's run, which stays closed.
 
 Energy: `watch_energy` logs, when the run closes, the meter's totals (`energy_kwh_codecarbon`,
 `energy_kwh_green_algorithms`, `emissions_kg_co2e`, `duration_s` and the CPU/GPU/RAM split;
 including energy of earlier executions when resuming) and this execution's own part as
 `run_energy_kwh_codecarbon`, `run_energy_kwh_green_algorithms`, `run_emissions_kg_co2e`,
-`run_duration_s`, and as `ledger_*` the same summed over every execution logged under that prefix
-in this run (an evaluation repeated into the same training run). Each epoch logged with `log_epoch`
-also carries `run_energy_*` and `ledger_energy_*` so far, so a run killed without warning still
-tells what it spent. The report's ledger adds up the `ledger_*` metrics of every run, whatever its
-status.
+`run_duration_s`, and the same as `ledger_*`, what the report's ledger adds up whatever the run's
+status. Each epoch logged with `log_epoch` also carries `run_energy_*` and `ledger_energy_*` so
+far, so a run killed without warning still tells what it spent.
 
-Status: FINISHED; FAILED on an exception; KILLED on Ctrl-C or SIGTERM (a handler that raises
-`Terminated` is installed for the duration of the run, in the main thread). A tag
-`status.<stage kind>` (e.g. `status.train`, `status.evaluate`) keeps each stage's own outcome, since
-evaluation reopens the training's run. Imports the tracking store and provenance, `pipeline.names`.
+Status: FINISHED; FAILED on an exception (its message in the tag `error`); KILLED on Ctrl-C or
+SIGTERM (a handler that raises `Terminated` is installed for the duration of the run, in the main
+thread). Imports the tracking store and provenance, `pipeline.names`.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -50,12 +51,16 @@ from pipeline.names import (
     SAMPLE,
 )
 from pipeline.tracking import provenance
-from pipeline.tracking.store import client, experiment_id, mlflow_key
+from pipeline.tracking import store
+from pipeline.tracking.store import client, mlflow_key
 
 # MLflow's limits per log_batch call and per value.
 _MAX_PARAMS_TAGS = 100
 _MAX_METRICS = 1000
 _MAX_TAG_LEN = 5000
+_MAX_DIGEST = 36
+PARENT_TAG = "mlflow.parentRunId"  # the MLflow UI nests a run under this one
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows
 
 
 class Terminated(SystemExit):
@@ -69,15 +74,13 @@ class Terminated(SystemExit):
 class TrackedRun:
     """One MLflow run, open for the duration of `run(...)`. Every write is one batched call."""
 
-    def __init__(self, mlflow_client, run_id: str, stage: str, existing_metrics: set[str] = frozenset()):
+    def __init__(self, mlflow_client, run_id: str, stage: str):
         self.client = mlflow_client
         self.run_id = run_id
         self.stage = stage
-        self._meters: list[tuple[Any, str, dict[str, float]]] = []  # meter, prefix, earlier executions
+        self._meters: list[tuple[Any, str]] = []  # meter, prefix
         self._samples_logged: list[int] = []  # per meter, its energy samples already logged
         self._max_step = 0
-        self._existing = set(existing_metrics)  # metric keys logged before a reopen
-        self._prior: dict[str, tuple[int, int]] = {}  # key -> largest step and time before the reopen
         self._last_ms = 0
         self._pending: list = []  # epoch writes in the background, waited for at close
         # One writer thread of our own rather than MLflow's asynchronous logging, whose queue
@@ -131,51 +134,35 @@ class TrackedRun:
         self._batch(tags=[RunTag(mlflow_key(k), str(v)[:_MAX_TAG_LEN]) for k, v in tags.items()])
 
     def _metric_objs(self, metrics: Mapping[str, float], step: int | None) -> list:
-        """Metrics at `step`, or each at its final place (step None). Timestamps strictly increase
-        within the run, so a final value logged in the same millisecond as an epoch's still wins."""
+        """Metrics at `step`, or each at the run's latest step (step None), so that it is the value
+        MLflow shows (its "latest" is the largest step, then the latest time). Timestamps strictly
+        increase within the run, so a final value logged in the same millisecond as an epoch's still wins."""
         from mlflow.entities import Metric
 
         now = max(int(time.time() * 1000), self._last_ms + 1)
         out = []
         for k, v in metrics.items():
-            key = mlflow_key(k)
             try:
                 v = float(v)
             except (TypeError, ValueError):
                 raise TypeError(f"metric {k!r}: expected a number, got {v!r}") from None
-            if step is None:
-                key_step, key_ms = self._final_place(key)
-                out.append(Metric(key, float(v), max(now, key_ms + 1), key_step))
-            else:
-                out.append(Metric(key, float(v), now, step))
-        self._last_ms = max([now] + [m.timestamp for m in out])
+            out.append(Metric(mlflow_key(k), v, now, self._max_step if step is None else step))
+        self._last_ms = now
         return out
-
-    def _final_place(self, key: str) -> tuple[int, int]:
-        """The step and time a final value must exceed-or-match: MLflow's "latest" value of a key is
-        the one with the largest step, then the latest timestamp, then the largest value."""
-        step, ms = self._max_step, self._last_ms
-        if key in self._existing:  # logged before this run was reopened
-            if key not in self._prior:
-                history = self.client.get_metric_history(self.run_id, key)
-                self._prior[key] = (max((m.step for m in history), default=0),
-                                    max((m.timestamp for m in history), default=0))
-            step, ms = max(step, self._prior[key][0]), max(ms, self._prior[key][1])
-        return step, ms
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Per-epoch metrics at step `epoch`, with the watched meters' energy of this execution so
         far, in one log_batch call, written in the background (a SQLite commit takes ~10-30 ms)
         and waited for when the run closes or on `flush()`."""
         values = dict(metrics)
-        for meter, prefix, before in self._meters:
+        for meter, prefix in self._meters:
             try:
                 own = meter.run_totals()
             except Exception:
                 continue
             for k in (KWH_CODECARBON, KWH_GREEN_ALGORITHMS):
                 values.setdefault(f"{prefix}{RUN}{k}", own[k])
-                values.setdefault(f"{prefix}{LEDGER}{k}", before[k] + own[k])
+                values.setdefault(f"{prefix}{LEDGER}{k}", own[k])
         self._max_step = max(self._max_step, int(epoch))
         objs = [m for m in self._metric_objs(values, int(epoch)) if math.isfinite(m.value)]
         self._batch(metrics=objs + self._new_samples(), synchronous=False)
@@ -186,7 +173,7 @@ class TrackedRun:
         from mlflow.entities import Metric
 
         out = []
-        for i, (meter, prefix, _) in enumerate(self._meters):
+        for i, (meter, prefix) in enumerate(self._meters):
             new = meter.samples[self._samples_logged[i]:]
             for k, (ms, totals) in enumerate(new, start=self._samples_logged[i]):
                 out += [Metric(mlflow_key(f"{prefix}{SAMPLE}{key}"), totals[key], ms, k)
@@ -206,31 +193,57 @@ class TrackedRun:
         else:
             self.client.log_artifact(self.run_id, str(path), artifact_path)
 
+    def log_dataset(self, name: str, digest: str, source: str, profile: Mapping[str, Any], context: str) -> None:
+        """The data the run used, for the MLflow UI's Datasets column: `name`, a digest of its
+        content (MLflow keeps 36 characters), where it is, what it holds, and what for
+        ("training", "evaluation")."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=name, digest=digest[:_MAX_DIGEST], source_type="local",
+                          source=json.dumps({"uri": source}), profile=json.dumps(dict(profile)))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+
+    def log_pytorch_model(self, module, name: str, code_paths: list[str]) -> str:
+        """`module` as an MLflow model of this run (the UI's Models column), pickled with the
+        packages at `code_paths` beside it so that `mlflow.pytorch.load_model(uri)` rebuilds it
+        anywhere with torch; returns that URI (also the run's tag `model_uri`). Pickled, not
+        MLflow's default torch.export graph, which fixes the input's length and cannot trace the
+        models' custom autograd functions; loading a pickle runs code: load from stores you trust."""
+        import mlflow.pytorch
+        import torch
+
+        quiet = logging.getLogger("mlflow.models.model")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # "logged without a signature": a waveform in, waveforms out
+        try:
+            info = mlflow.pytorch.log_model(module, name=name, run_id=self.run_id, code_paths=code_paths,
+                                            serialization_format="pickle",
+                                            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        finally:
+            quiet.setLevel(level)
+        self.set_tags({"model_uri": info.model_uri})
+        return info.model_uri
+
     # -- energy --------------------------------------------------------------------------------
 
     def watch_energy(self, meter, prefix: str = "") -> None:
         """Log `meter`'s energy when the run closes, success or failure: its totals as final metrics
         (with `prefix`, e.g. "eval_"; one meter per prefix), this execution's part as
-        `<prefix>run_*`, the part of every execution logged under this prefix in this run (a run
-        reopened twice for evaluation) as `<prefix>ledger_*`, its methods and hardware as tags, and
-        CodeCarbon's CSVs as artifacts under `<prefix>energy/`."""
-        data = self.client.get_run(self.run_id).data
-        before = {k: data.metrics.get(f"{prefix}{LEDGER}{k}", 0.0) for k in EXECUTION_KEYS}
-        self._meters.append((meter, prefix, before))
+        `<prefix>run_*` and `<prefix>ledger_*` (what the report's ledger adds up: the two agree
+        since a run is never reopened; stores written when evaluation reopened its training's run
+        summed both executions there), its methods and hardware as tags, and CodeCarbon's CSV as an
+        artifact under `<prefix>energy/`."""
+        self._meters.append((meter, prefix))
         self._samples_logged.append(0)
-        tags = data.tags
-        prefixes = json.loads(tags.get(ENERGY_PREFIXES_TAG, "[]"))
-        if prefix not in prefixes:
-            prefixes.append(prefix)
+        prefixes = [p for _, p in self._meters]
         self.set_tags({ENERGY_PREFIXES_TAG: json.dumps(prefixes),
                        **{f"{prefix}hardware.{k}": v for k, v in meter.hardware.items()}})
 
     def _log_energy(self) -> None:
-        for meter, prefix, before in self._meters:
+        for meter, prefix in self._meters:
             total, own = meter.totals(), meter.run_totals()
             metrics = {f"{prefix}{k}": v for k, v in total.items()}
-            metrics.update({f"{prefix}{RUN}{k}": own[k] for k in EXECUTION_KEYS})
-            metrics.update({f"{prefix}{LEDGER}{k}": before[k] + own[k] for k in EXECUTION_KEYS})
+            metrics.update({f"{prefix}{part}{k}": own[k] for k in EXECUTION_KEYS for part in (RUN, LEDGER)})
             self.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
             self._batch(metrics=self._new_samples())
             tags = {f"{prefix}energy.method.{k}": v for k, v in meter.methods.items()}
@@ -255,9 +268,9 @@ class TrackedRun:
             self._log_energy()
         except Exception as err:  # never hide the stage's own outcome behind a logging problem
             problems.append(f"energy not logged: {type(err).__name__}: {err}")
-        tags = {f"status.{provenance.stage_kind(self.stage)}": status}
+        tags = {}
         if error is not None:
-            tags[f"error.{provenance.stage_kind(self.stage)}"] = f"{type(error).__name__}: {error}"[:1000]
+            tags["error"] = f"{type(error).__name__}: {error}"[:1000]
         if problems:
             tags["tracking.problems"] = " | ".join(problems)
         try:
@@ -266,60 +279,31 @@ class TrackedRun:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _open(config: Config, stage: str, run_id: str | None, run_name: str | None) -> TrackedRun:
+def _open(config: Config, stage: str, run_name: str | None, parent: str | None) -> TrackedRun:
     from mlflow.entities import Param
-    from mlflow.exceptions import MlflowException
 
     mlflow_client = client(config.tracking)
-    params = provenance.flatten_params(config)
-    previous = None
-    if run_id is not None:
-        try:
-            previous = mlflow_client.get_run(run_id)
-        except MlflowException:  # e.g. a store made anew since: log into a new run and say so
-            previous = None
-    if previous is None:
-        name = run_name or (config.run if config.variant else provenance.stage_kind(stage))
-        tags = provenance.run_tags(config, stage, name)
-        if run_id is not None:
-            tags["reopen_failed"] = run_id
-        created = mlflow_client.create_run(experiment_id(config.tracking), run_name=name, tags=tags)
-        tracked = TrackedRun(mlflow_client, created.info.run_id, stage)
-        tracked._batch(params=[Param(k, v) for k, v in params.items()])
-        return tracked
-
-    mlflow_client.update_run(run_id, status="RUNNING")
-    tracked = TrackedRun(mlflow_client, run_id, stage, set(previous.data.metrics))
-    logged = previous.data.params
-    kind = provenance.stage_kind(stage)
-    stages = previous.data.tags.get("dvc.stages", "")
-    git = provenance.git_info()
-    tags = {
-        "dvc.stages": ",".join([s for s in stages.split(",") if s] + [stage]),
-        f"{kind}.git.commit": git["git.commit"],
-        f"{kind}.git.dirty": git["git.dirty"],
-        f"{kind}.host": socket.gethostname(),
-        **{f"{kind}.{k}": v for k, v in provenance.dvc_lock_tags(stage).items()},
-    }
-    # MLflow params cannot change: a value that differs from the training's is kept as a tag.
-    tags.update({f"param_changed.{kind}.{k}": v for k, v in params.items() if k in logged and logged[k] != v})
-    tracked.set_tags(tags)
-    tracked._batch(params=[Param(k, v) for k, v in params.items() if k not in logged])
+    store.tag_experiment(config.tracking, {**provenance.study_tags(config),
+                                           NOTE_TAG: provenance.EXPERIMENT_NOTE})
+    name = run_name or (config.run if config.variant else provenance.stage_kind(stage))
+    tags = provenance.run_tags(config, stage, name)
+    if parent:
+        tags[PARENT_TAG] = parent
+    created = mlflow_client.create_run(store.experiment_id(config.tracking), run_name=name, tags=tags)
+    tracked = TrackedRun(mlflow_client, created.info.run_id, stage)
+    tracked._batch(params=[Param(k, v) for k, v in provenance.run_params(config, stage).items()])
     return tracked
 
 
 @contextmanager
-def run(config: Config, stage: str, run_id: str | None = None,
-        run_name: str | None = None) -> Iterator[TrackedRun]:
-    """An MLflow run around one execution of `stage` (e.g. "train@base") of `config.variant`.
-
-    A new run named after the variant (or `run_name`, e.g. "mixture" for a reference row of the
-    base study) with the flattened params and the provenance tags; or, with `run_id`, that run
-    reopened (evaluation logs into its training's run; a run id the store does not know gets a new
-    run tagged `reopen_failed`). Ends FINISHED, FAILED on an exception, KILLED on
-    KeyboardInterrupt or SIGTERM; the watched energy is logged in every case and the exception is
-    re-raised."""
-    tracked = _open(config, stage, run_id, run_name)
+def run(config: Config, stage: str, run_name: str | None = None,
+        parent: str | None = None) -> Iterator[TrackedRun]:
+    """A new MLflow run around one execution of `stage` (e.g. "train@base-seed42") of
+    `config.variant`, named after the run (or `run_name`, e.g. "mixture" for a reference row), with
+    its params and provenance tags, a child of run `parent` if given (an evaluation of its
+    training's run). Ends FINISHED, FAILED on an exception, KILLED on KeyboardInterrupt or SIGTERM;
+    the watched energy is logged in every case and the exception is re-raised."""
+    tracked = _open(config, stage, run_name, parent)
     tracked.start_heartbeat()
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = None
@@ -369,7 +353,22 @@ def close_lost(cfg: TrackingConfig, run_id: str | None, closed_by: str) -> None:
     except MlflowException:
         return
     if previous.info.status == "RUNNING":
-        kind = provenance.stage_kind(previous.data.tags.get("dvc.stage", ""))
-        mlflow_client.set_tag(run_id, f"status.{kind}", "KILLED")
         mlflow_client.set_tag(run_id, "closed_by", closed_by)
         mlflow_client.set_terminated(run_id, status="KILLED")
+
+
+def log_to(cfg: TrackingConfig, run_id: str | None, metrics: Mapping[str, float], tags: Mapping[str, str]) -> None:
+    """Add final metrics and tags to a closed run without reopening it (its status and Duration
+    stay): an evaluation's scores into its training's run, where the runs table shows them."""
+    from mlflow.entities import Metric, RunTag
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return
+    now = int(time.time() * 1000)
+    try:
+        client(cfg).log_batch(run_id, metrics=[Metric(mlflow_key(k), float(v), now, 0) for k, v in metrics.items()
+                                               if math.isfinite(float(v))],
+                              tags=[RunTag(mlflow_key(k), str(v)[:_MAX_TAG_LEN]) for k, v in tags.items()])
+    except MlflowException:  # the store was made anew since the training: nothing to add to
+        pass

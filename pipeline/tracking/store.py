@@ -108,6 +108,13 @@ def client(cfg: TrackingConfig):
     return _CLIENTS[state.uri]
 
 
+# MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens); this
+# value opens it on the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+_TAGGED: dict[tuple[str, str], dict[str, str]] = {}  # (store, experiment id) -> tags set by this process
+
+
 def experiment_id(cfg: TrackingConfig, create: bool = True) -> str | None:
     """The id of the study's experiment, created (or restored) if `create`, else None if absent."""
     from mlflow.exceptions import MlflowException
@@ -119,7 +126,8 @@ def experiment_id(cfg: TrackingConfig, create: bool = True) -> str | None:
         if not create:
             return None
         try:
-            return mlflow_client.create_experiment(name, artifact_location=state.artifact_location)
+            return mlflow_client.create_experiment(name, artifact_location=state.artifact_location,
+                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException:  # created meanwhile by a parallel stage
             exp = mlflow_client.get_experiment_by_name(name)
             if exp is None:
@@ -129,6 +137,20 @@ def experiment_id(cfg: TrackingConfig, create: bool = True) -> str | None:
             return None
         mlflow_client.restore_experiment(exp.experiment_id)
     return exp.experiment_id
+
+
+def tag_experiment(cfg: TrackingConfig, tags: dict[str, str]) -> None:
+    """Set the experiment's tags that differ from `tags` (its kind always), once per process."""
+    state, mlflow_client = _state(cfg), client(cfg)
+    study = experiment_id(cfg)
+    wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags}
+    if _TAGGED.get((state.uri, study)) == wanted:
+        return
+    current = mlflow_client.get_experiment(study).tags
+    for key, value in wanted.items():
+        if current.get(key) != value:
+            mlflow_client.set_experiment_tag(study, key, value)
+    _TAGGED[(state.uri, study)] = wanted
 
 
 def mlflow_key(name: str) -> str:

@@ -23,12 +23,12 @@ BASE_KWH_SCALES = (0.9, 1.0, 1.1)
 
 
 def mlflow_run(cfg, stage: str, prefix: str = "", outcome: BaseException | None = None,
-               run_id: str | None = None, run_name: str | None = None) -> tuple[str, float, float]:
+               parent: str | None = None, run_name: str | None = None) -> tuple[str, float, float]:
     """One run through the real tracking module with a real energy meter around a little work;
     returns its id and the kWh this execution measured by both methods."""
     meter = EnergyMeter(cfg.energy, out_dir=Path("energy") / stage, project_name=stage)
     try:
-        with tracking.run(cfg, stage, run_id=run_id, run_name=run_name) as tracked:
+        with tracking.run(cfg, stage, run_name=run_name, parent=parent) as tracked:
             tracked.watch_energy(meter, prefix=prefix)
             with meter:
                 sum(i * i for i in range(200_000))

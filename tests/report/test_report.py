@@ -46,9 +46,7 @@ def built(tmp_path_factory):
         def track(variant, stage, category, seed=None, **kw):
             base = cfg if variant in REFERENCE_ROWS or variant is None else config.resolve(cfg, variant, seed)
             run_id, cc, ga = mlflow_run(base, stage, **kw)
-            row = runs.setdefault(run_id, {"cc": 0.0, "ga": 0.0, "category": category})
-            row["cc"] += cc  # a reopened run: its energy adds to the same row of the ledger
-            row["ga"] += ga
+            runs[run_id] = {"cc": cc, "ga": ga, "category": category}
             return run_id
 
         track("base", f"train@{BASE}", "superseded")  # superseded by the next one
@@ -66,8 +64,8 @@ def built(tmp_path_factory):
                 write_json(paths.train_metrics(run), train_metrics(v, i, run_id, kwh, lr, seed, shift))
                 write_history(run, i, shift)
                 if v in EVALUATED:
-                    track(v, f"evaluate@{run}", "current", seed, prefix="eval_", run_id=run_id)
-                    write_json(paths.eval_metrics(run), eval_metrics(run, 2.0 + i + shift, run_id))
+                    eval_id = track(v, f"evaluate@{run}", "current", seed, prefix="eval_", parent=run_id)
+                    write_json(paths.eval_metrics(run), eval_metrics(run, 2.0 + i + shift, eval_id))
         for b, level in (("mixture", -3.0), ("oracle_irm", 12.0)):
             run_id = track(b, f"evaluate@{b}", "current", prefix="eval_", run_name=b)
             write_json(paths.eval_metrics(b), eval_metrics(b, level, run_id))
@@ -210,7 +208,7 @@ def test_ledger_totals_and_superseded_energy(built):
         return sum(r[method] for r in runs.values()
                    if (category is None or r["category"] == category) and r["category"] != exclude)
 
-    assert ledger["runs"] == len(runs) == 13  # base's three seeds each a run
+    assert ledger["runs"] == len(runs) == 19  # base's three seeds each a run, each evaluation a run
     assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
     assert kwh("cc") > 0 and kwh("ga") > 0
     assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc"))
@@ -228,10 +226,10 @@ def test_ledger_totals_and_superseded_energy(built):
     assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)
     assert summary["ledger"]["kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
     rows = rows_by(folder / "reports" / "tables" / "ledger.csv", "key")
-    assert int(rows["all"]["runs"]) == 13 and int(rows["not_current"]["runs"]) == 4
+    assert int(rows["all"]["runs"]) == 19 and int(rows["not_current"]["runs"]) == 4
     assert "not current" in (folder / "reports" / "tables" / "ledger.md").read_text()
     per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
-    assert len(per_run) == 13 and sum(r["category"] == "current" for r in per_run) == 9
+    assert len(per_run) == 19 and sum(r["category"] == "current" for r in per_run) == 15
     names = {r["run_name"] for r in per_run if r["category"] == "current"}
     assert {run_key("base", 42 + k) for k in range(3)} | {"mixture", "oracle_irm"} <= names  # run keys
 

@@ -16,7 +16,7 @@ from tests.conftest import BASE, TINY, error_line, write_params
 pytestmark = pytest.mark.slow
 
 
-def test_evaluate_writes_museval_json_metrics_and_logs_into_the_training_run(trained):
+def test_evaluate_writes_museval_json_metrics_and_a_child_of_the_training_run(trained):
     assert main(["evaluate", "--variant", "base"]) == 0
     result = json.loads(paths.eval_metrics(BASE).read_text())
     for t in TARGETS:
@@ -33,11 +33,15 @@ def test_evaluate_writes_museval_json_metrics_and_logs_into_the_training_run(tra
     tracking.configure(cfg.tracking)
     client = MlflowClient(tracking.resolved(cfg.tracking)[0])
     train_run = json.loads(paths.train_metrics(BASE).read_text())["mlflow_run_id"]
-    assert result["mlflow_run_id"] == train_run
-    run = client.get_run(train_run)
-    assert run.data.metrics["csdr_avg"] == pytest.approx(result["csdr_avg"])
-    assert run.data.metrics["eval_energy_kwh_green_algorithms"] > 0
-    assert run.data.metrics["energy_kwh_codecarbon"] > 0  # the training's energy is still there
+    evaluation, training = client.get_run(result["mlflow_run_id"]), client.get_run(train_run)
+    assert evaluation.info.run_name == f"{BASE}-evaluate" and evaluation.data.tags["mlflow.parentRunId"] == train_run
+    assert evaluation.data.metrics["eval_energy_kwh_green_algorithms"] > 0
+    assert {t.key: t.value for t in evaluation.inputs.dataset_inputs[0].tags}["mlflow.data.context"] == "evaluation"
+    # the scores are copied into the training's run, which the evaluation does not reopen
+    assert training.data.metrics["csdr_avg"] == pytest.approx(result["csdr_avg"])
+    assert training.data.tags["evaluation_run_id"] == evaluation.info.run_id
+    assert training.info.end_time < evaluation.info.start_time
+    assert "eval_energy_kwh_codecarbon" not in training.data.metrics
 
 
 def test_bounds_order_the_mixture_below_the_oracle(trained):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
@@ -69,6 +70,20 @@ def test_training_writes_checkpoints_metrics_history_and_an_mlflow_run(trained):
     assert len(client.get_metric_history(run.info.run_id, "epoch_energy_kwh_codecarbon")) == 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", f"{BASE}.tsv"} <= artifacts
+    # what the runs table shows: the recipe as params, the data set, the model, a true Duration
+    assert len(run.data.params) <= 60 and run.data.params["change"] == "none (the base recipe)"
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest == json.loads(paths.MANIFEST.read_text())["digest"][:36]
+    assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
+    wall_s = (run.info.end_time - run.info.start_time) / 1000
+    print(f"run Duration {wall_s:.2f} s, duration_s {result['duration_s']:.2f} s")
+    assert wall_s == pytest.approx(result["duration_s"], abs=max(3.0, 0.1 * result["duration_s"]))
+    separator = mlflow.pytorch.load_model(run.data.tags["model_uri"])
+    mixture = torch.randn(1, 2, 22050)
+    with torch.no_grad():
+        waves = separator(mixture)
+        assert waves.shape == (1, len(TARGETS), 2, 22050) and separator.targets == list(TARGETS)
+        assert torch.allclose(waves[:, :1], models[0](mixture)[0], atol=1e-5)
 
 
 def test_mixture_usdr_of_hand_made_tracks():

@@ -48,14 +48,24 @@ def busy(seconds: float) -> None:
         sum(i * i for i in range(10_000))
 
 
-def test_flatten_params_uses_dotted_keys_without_variants():
-    cfg = Config(variants={"large": {"model": {"bsrnn": {"n": 16}}}}, variant="large")
-    params = provenance.flatten_params(cfg)
-    assert params["train.lr"] == str(cfg.train.lr)
-    assert params["model.bsrnn.n"] == str(cfg.model.bsrnn.n)
-    assert json.loads(params["targets"]) == ["vocals", "bass", "drums", "other"]
-    assert params["variant"] == "large" and params["data.root"] == "null"
-    assert not any(k.startswith("variants") for k in params)
+def test_a_variants_params_are_its_recipe_seed_and_change():
+    cfg = Config(variants={"large": {"seeds": 2, "model": {"bsrnn": {"n": 16}}, "train": {"patience": 9}}},
+                 variant="large", seed=43)
+    params = provenance.run_params(cfg, "train@large-seed43")
+    assert params["train.lr"] == str(cfg.train.lr) and params["model.bsrnn.n"] == str(cfg.model.bsrnn.n)
+    assert params["train.lr_effective"] == str(cfg.train.effective_lr)
+    assert params["seed"] == "43" and params["variant"] == "large"
+    assert params["change"] == "model.bsrnn.n=16, train.patience=9"  # the declared change, seeds aside
+    assert not any(k.startswith(("model.umx", "data", "energy", "tracking", "sad", "variants", "runtime"))
+                   for k in params)  # the other architecture's settings and the study's are not the run's
+    assert len(params) <= 60
+    base = Config(variants={"base": {}}, variant="base")
+    assert provenance.run_params(base, "train@base-seed42")["change"] == "none (the base recipe)"
+    # a study stage logs the sections it reads; its settings are the experiment's tags
+    assert {k.split(".")[0] for k in provenance.run_params(Config(), "prepare")} == {"seed", "data"}
+    assert provenance.run_params(Config(), "report") == {}
+    tags = provenance.study_tags(Config())
+    assert tags["study.energy.pue"] == str(Config().energy.pue) and json.loads(tags["study.targets"])[0] == "vocals"
 
 
 def test_run_logs_params_tags_epochs_final_metrics_and_artifacts(store, tmp_path, monkeypatch):
@@ -98,7 +108,6 @@ def test_run_logs_params_tags_epochs_final_metrics_and_artifacts(store, tmp_path
     assert tags["host"] and tags["hardware.cpu_model"] and "hardware.memory_gb" in tags
     for name in ("torch", "mlflow", "codecarbon", "dvc", "musdb", "museval", "numpy", "python"):
         assert tags[f"version.{name}"]
-    assert tags["status.train"] == "FINISHED"
     assert tags["energy.method.cpu"] in {"rapl", "cpu_load", "constant", "windows_emi", "power_gadget", "powermetrics"}
     assert tags["energy.method.gpu"] in {"nvml", "amdsmi", "none"}
 
@@ -129,8 +138,7 @@ def test_exception_ends_failed_with_energy(store, tmp_path):
             raise RuntimeError("loss diverged")
     run = client_for(cfg).get_run(tracked.run_id)
     assert run.info.status == "FAILED"
-    assert run.data.tags["status.train"] == "FAILED"
-    assert "RuntimeError: loss diverged" in run.data.tags["error.train"]
+    assert "RuntimeError: loss diverged" in run.data.tags["error"]
     assert run.data.metrics["energy_kwh_codecarbon"] > 0
     assert run.data.metrics["run_energy_kwh_green_algorithms"] > 0
 
@@ -183,64 +191,62 @@ def test_sigterm_ends_killed_with_energy(store, tmp_path):
     assert out == "" and err == ""  # no traceback, no CodeCarbon or MLflow noise
     run = client_for(cfg).get_run(id_file.read_text())
     assert run.info.status == "KILLED"
-    assert run.data.tags["status.train"] == "KILLED"
     assert run.data.metrics["energy_kwh_codecarbon"] > 0
     assert run.data.metrics["run_duration_s"] >= 1.0
 
 
-def test_evaluation_reopens_the_training_run(store, tmp_path):
-    cfg = make_config(store, "reopen")
+def test_an_evaluation_is_a_child_run_and_leaves_the_training_closed(store, tmp_path):
+    cfg = make_config(store, "evaluation")
     with tracking.run(cfg, "train@base") as trained, \
             EnergyMeter(cfg.energy, out_dir=tmp_path, project_name="train@base") as meter:
         trained.watch_energy(meter)
         for epoch in range(1, 3):
-            trained.log_epoch(epoch, {"usdr_avg": float(epoch)})
-
-    changed = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, segment_s=5.0))
-    for _ in range(2):  # a repeated evaluation logs into the same run; the ledger keeps both
-        with tracking.run(changed, "evaluate@base", run_id=trained.run_id) as evaluated, \
-                EnergyMeter(cfg.energy, out_dir=tmp_path, project_name="evaluate@base") as eval_meter:
-            evaluated.watch_energy(eval_meter, prefix="eval_")
-            busy(0.2)
-            evaluated.log_metrics({"usdr_avg": 9.0})
-    assert evaluated.run_id == trained.run_id
-
+            trained.log_epoch(epoch, {"valid_usdr_avg": float(epoch)})
     client = client_for(cfg)
-    run = client.get_run(trained.run_id)
-    assert run.info.status == "FINISHED"
-    tags, metrics = run.data.tags, run.data.metrics
-    assert tags["dvc.stage"] == "train@base"
-    assert tags["dvc.stages"] == "train@base,evaluate@base,evaluate@base"
-    assert tags["status.train"] == "FINISHED" and tags["status.evaluate"] == "FINISHED"
-    assert json.loads(tags["energy.prefixes"]) == ["", "eval_"]
-    assert tags["param_changed.evaluate.eval.segment_s"] == "5.0"
-    assert run.data.params["eval.segment_s"] == str(cfg.eval.segment_s)  # params never change
-    assert metrics["usdr_avg"] == 9.0  # logged after epoch 2's value, shown as the latest
-    assert metrics["eval_energy_kwh_codecarbon"] > 0 and metrics["energy_kwh_codecarbon"] > 0
-    assert metrics["eval_ledger_energy_kwh_codecarbon"] > metrics["eval_run_energy_kwh_codecarbon"]
-    table = ledger.runs_table(cfg.tracking)
-    assert len(table) == 1
-    expected = metrics["ledger_energy_kwh_codecarbon"] + metrics["eval_ledger_energy_kwh_codecarbon"]
-    assert table["kwh_codecarbon"].iloc[0] == pytest.approx(expected)
+    closed = client.get_run(trained.run_id).info
 
-    # when the energy was spent: both epochs and the training's end, then each evaluation's end
+    time.sleep(0.2)
+    with tracking.run(cfg, "evaluate@base", run_name="base-seed42-evaluate", parent=trained.run_id) as evaluated, \
+            EnergyMeter(cfg.energy, out_dir=tmp_path, project_name="evaluate@base") as eval_meter:
+        evaluated.watch_energy(eval_meter, prefix="eval_")
+        busy(0.2)
+        evaluated.log_metrics({"usdr_avg": 9.0})
+    tracking.log_to(cfg.tracking, trained.run_id, {"usdr_avg": 9.0}, {"evaluation_run_id": evaluated.run_id})
+
+    training, evaluation = client.get_run(trained.run_id), client.get_run(evaluated.run_id)
+    assert training.info.status == "FINISHED" and training.info.end_time == closed.end_time  # Duration stays
+    assert training.data.metrics["usdr_avg"] == 9.0 and training.data.tags["evaluation_run_id"] == evaluated.run_id
+    assert evaluation.data.tags["mlflow.parentRunId"] == trained.run_id
+    assert json.loads(evaluation.data.tags["energy.prefixes"]) == ["eval_"]
+    assert evaluation.data.metrics["eval_energy_kwh_codecarbon"] > 0
+    assert "eval_energy_kwh_codecarbon" not in training.data.metrics
+    table = ledger.runs_table(cfg.tracking).set_index("run_id")
+    for run_id, prefix in ((trained.run_id, ""), (evaluated.run_id, "eval_")):
+        metrics = client.get_run(run_id).data.metrics
+        assert table.loc[run_id, "kwh_codecarbon"] == pytest.approx(metrics[f"{prefix}ledger_energy_kwh_codecarbon"])
+
+    # when the energy was spent: both epochs and the training's end, then the evaluation's end
     timeline = ledger.energy_timeline(cfg.tracking)
     assert list(timeline.columns) == ledger.TIMELINE_COLUMNS
-    assert len(timeline) >= 3 and timeline["time"].is_monotonic_increasing
+    assert len(timeline) >= 4 and timeline["time"].is_monotonic_increasing
     for method in ("codecarbon", "green_algorithms"):
         assert (timeline[f"kwh_{method}"] >= 0).all()
-        assert timeline[f"kwh_{method}"].sum() == pytest.approx(table[f"kwh_{method}"].iloc[0])
-    evaluations = [client.get_metric_history(run.info.run_id, "eval_ledger_energy_kwh_codecarbon")[i].timestamp
-                   for i in (0, -1)]
-    assert set(pd.to_datetime(evaluations, unit="ms", utc=True)) <= set(timeline["time"])
+        assert timeline[f"kwh_{method}"].sum() == pytest.approx(table[f"kwh_{method}"].sum())
+    end = client.get_metric_history(evaluated.run_id, "eval_ledger_energy_kwh_codecarbon")[-1].timestamp
+    assert pd.to_datetime(end, unit="ms", utc=True) in set(timeline["time"])
 
 
-def test_unknown_run_id_gets_a_new_run(store):
-    cfg = make_config(store, "unknown-id")
-    with tracking.run(cfg, "evaluate@base", run_id="0" * 32) as tracked:
+def test_the_experiment_opens_on_training_runs_and_carries_the_study_settings(store):
+    from pipeline.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    cfg = make_config(store, "kind")
+    client = client_for(cfg)
+    client.create_experiment("kind")  # made elsewhere, without the tag
+    with tracking.run(cfg, "prepare"):
         pass
-    run = client_for(cfg).get_run(tracked.run_id)
-    assert tracked.run_id != "0" * 32 and run.data.tags["reopen_failed"] == "0" * 32
+    tags = client.get_experiment_by_name("kind").tags
+    assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert tags["study.energy.measure_power_s"] == "0.5" and "usdr_avg" in tags["mlflow.note.content"]
 
 
 def test_artifacts_land_in_the_study_folder_from_elsewhere(tmp_path, monkeypatch):
@@ -304,14 +310,15 @@ def test_runs_record_the_dvc_lock_entries_they_build_on(store, tmp_path, monkeyp
     lock["stages"]["train@base"] = {"cmd": "sepcost train --variant base", "outs": [{"path": "models/base"}]}
     (tmp_path / "dvc.lock").write_text(json.dumps(lock))
     monkeypatch.setenv("DVC_STAGE", "evaluate@base")
-    with tracking.run(cfg, "evaluate@base", run_id=trained.run_id):
+    with tracking.run(cfg, "evaluate@base", parent=trained.run_id) as evaluated:
         pass
 
     tags = client_for(cfg).get_run(trained.run_id).data.tags
-    assert tags["dvc.running_stage"] == "train@base" and tags["evaluate.dvc.running_stage"] == "evaluate@base"
+    eval_tags = client_for(cfg).get_run(evaluated.run_id).data.tags
+    assert tags["dvc.running_stage"] == "train@base" and eval_tags["dvc.running_stage"] == "evaluate@base"
     assert set(k for k in tags if k.startswith("dvc.lock.")) == {"dvc.lock.prepare", "dvc.lock.sad"}
-    assert tags["dvc.lock.prepare"] == tags["evaluate.dvc.lock.prepare"]  # the same entry, the same hash
-    assert len(tags["evaluate.dvc.lock.train"]) == 32 and "evaluate.dvc.lock.sad" not in tags
+    assert tags["dvc.lock.prepare"] == eval_tags["dvc.lock.prepare"]  # the same entry, the same hash
+    assert len(eval_tags["dvc.lock.train"]) == 32 and "dvc.lock.sad" not in eval_tags
     monkeypatch.delenv("DVC_STAGE")
     (tmp_path / "dvc.lock").unlink()
     assert provenance.dvc_lock_tags("train@base") == {}  # run by hand, before any `dvc repro`
