@@ -130,3 +130,25 @@ def agreement_text(rows: list[dict]) -> str:
         text += (f"; {same_side} of {len(cheaper)} fall on the paper's side of base's energy (kWh CodeCarbon ratio "
                  "above or below 1)")
     return text + "."
+
+
+def study_summary(study: Study, rows: list[dict], ledger: dict, learned: int) -> dict:
+    """The study in a handful of numbers (reports/summary.json, DVC's metrics of the study, so
+    that `dvc exp show` compares whole studies): base's validation uSDR avg over its seeds, the
+    variant furthest above it and by how much, the verdict counts, the sign agreement with the
+    paper, the whole study's kWh by both methods and the learning check."""
+    base = effects.summarize(study.values(study.base, score_key("valid_usdr")))
+    ran = [r for r in rows if r["verdict"] != NOT_RUN and math.isfinite(r["delta_avg"])]
+    best = max(ran, key=lambda r: r["delta_avg"], default=None)
+    counts = effects_summary(rows)
+    return {
+        "base_valid_usdr_avg": base.mean, "base_valid_usdr_avg_std": base.std, "base_seeds": base.n,
+        "base_test_usdr_avg": effects.summarize(study.values(study.base, score_key("usdr"), EVALUATION)).mean,
+        "best_variant": best["variant"] if best else "",
+        "best_delta_valid_usdr_avg": best["delta_avg"] if best else math.nan,
+        "best_verdict": best["verdict"] if best else "",
+        "variants_run": counts["run"], "better": counts[effects.BETTER], "worse": counts[effects.WORSE],
+        "within_noise": counts[effects.NOISE], "sign_agrees": counts["sign_agrees"],
+        "sign_compared": counts["sign_compared"], "learning_check_pass": learned,
+        KWH_CODECARBON: ledger["kwh_codecarbon"], KWH_GREEN_ALGORITHMS: ledger["kwh_green_algorithms"],
+    }

@@ -4,7 +4,9 @@ Gathers from the config what the report needs (each variant's runs, model family
 changes, the published figures of `pipeline.reference`, whether the study is at the paper's scale)
 and reads the current metrics and the MLflow store (see `pipeline.report`); writes reports/tables/,
 reports/figures/ and reports/index.html, each whole or not at all, the page last, so that a report
-that fails leaves the previous one (or nothing) and the page never refers to half a folder.
+that fails leaves the previous one (or nothing) and the page never refers to half a folder; then
+reports/summary.json (the study in a handful of numbers, DVC's metrics), all attached to the
+report's MLflow run.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from pipeline import paths, reference, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, recipes, resolve, runs as study_runs
 from pipeline.names import run_key
-from pipeline.report.comparison import effects_summary, effects_table, recipes_table, variant_effects
+from pipeline.report.comparison import effects_summary, effects_table, recipes_table, study_summary, variant_effects
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
 from pipeline.report.figures import make_figures
 from pipeline.report.inputs import Variant, load_study
@@ -34,6 +36,7 @@ from pipeline.report.tables import ledger_table, runs_table_view, stages_table
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
 INDEX = paths.REPORTS / "index.html"
+SUMMARY = paths.REPORTS / "summary.json"  # the study in a handful of numbers: DVC's metrics of the study
 PAPER_DATA = ("musdb18hq", "musdb18")
 PARAMS_TOLERANCE_PCT = 1.0  # a variant is at the paper's size when its count is this close to the published one
 
@@ -69,6 +72,13 @@ def run(cfg: Config) -> dict:
     """Build every table, figure, the ledger and reports/index.html; returns a summary."""
     with tracking.metered(cfg, "report", paths.energy_dir("report"), run_name="report") as (mlrun, _):
         summary, ledger, learning = _report(cfg, own_run=mlrun.run_id)
+        # the study's page in MLflow, for whoever browses a shared server without the repository
+        mlrun.log_metrics({k: v for k, v in summary["study"].items() if isinstance(v, (int, float))})
+        mlrun.set_tags({"best_variant": summary["study"]["best_variant"]})
+        mlrun.log_artifact(INDEX)
+        mlrun.log_artifact(SUMMARY)
+        mlrun.log_artifact(TABLES, "tables")
+        mlrun.log_artifact(FIGURES, "figures")
     _print(summary, ledger, learning)
     return summary
 
@@ -97,9 +107,11 @@ def _report(cfg: Config, own_run: str) -> tuple[dict, dict, list[dict]]:
         written += [tables_dir / "ledger.json", tables_dir / "runs.csv"]
         figures = make_figures(study, runs, load_timeline(cfg, runs), figures_dir, effects)
         index.write_text(render_html(cfg, study, tables, figures, ledger, runs, effects))
+    learning = tables["learning_check"].rows
+    numbers = study_summary(study, effects, ledger, sum(r["learned"] == "yes" for r in learning))
+    write_json(SUMMARY, numbers)
 
     not_run = [v for v in study.variants if not study.ran(v)]
-    learning = tables["learning_check"].rows
     summary = {
         "index": str(INDEX),
         "tables": [str(TABLES / p.name) for p in written],
@@ -117,6 +129,7 @@ def _report(cfg: Config, own_run: str) -> tuple[dict, dict, list[dict]]:
                   | {"not_current_kwh_codecarbon": ledger["not_current"][KWH_CC],
                      "not_current_kwh_green_algorithms": ledger["not_current"][KWH_GA]},
         "learning_check": {r["variant"]: r["min_margin"] for r in learning},
+        "study": numbers,
         "notes": list(study.notes),
     }
     return summary, ledger, learning

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline import config, paths, tracking
 from pipeline.errors import UserError
@@ -417,3 +418,24 @@ def test_paper_scale_needs_the_paper_data_and_sizes(tmp_path, monkeypatch):
     paper = yaml.safe_load((REPO / "configs" / "paper.yaml").read_text())
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump({**paper, "data": musdb}))
     assert report.paper_scale(config.load(tmp_path / "paper.yaml")) == (True, "")
+
+
+def test_the_study_in_a_handful_of_numbers_and_in_its_mlflow_run(built):
+    folder, cfg, summary, _ = built
+    numbers = json.loads((folder / "reports" / "summary.json").read_text())
+    assert set(numbers) == set(summary["study"]) and len(numbers) <= 20
+    assert numbers["base_seeds"] == BASE_SEEDS and numbers["base_valid_usdr_avg"] == pytest.approx(1.45)
+    effects = rows_by(folder / "reports" / "tables" / "effects.csv", "variant")
+    deltas = {v: float(r["delta_avg"]) for v, r in effects.items() if r["delta_avg"] not in ("", "nan")}
+    assert numbers["best_variant"] == max(deltas, key=deltas.get)
+    assert numbers["best_delta_valid_usdr_avg"] == pytest.approx(max(deltas.values()))
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    assert numbers["energy_kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
+    client = MlflowClient(tracking.resolved(cfg.tracking)[0])
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    run = client.search_runs([experiment.experiment_id], "tags.`dvc.stage` = 'report'",
+                             order_by=["attributes.start_time DESC"], max_results=1)[0]  # the one that wrote it
+    assert run.data.metrics["better"] == numbers["better"] and run.data.tags["best_variant"] == numbers["best_variant"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"index.html", "summary.json", "tables", "figures"} <= artifacts
+    assert "figures/sdr_vs_energy.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
