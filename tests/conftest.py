@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "base-seed42"  # the run key (names.run_key) of base with the study's first seed
+ARTIFACTS = REPO / ".test-artifacts"  # what a person should look at after the tests (screenshots)
+_STARTED = time.time()
 
 # A synthetic data set small enough for tests: every split present, songs long enough for SAD.
 SMALL_DATA = {"synthetic": {"train_songs": 4, "valid_songs": 2, "test_songs": 2, "song_s": 8.0}}
@@ -100,3 +103,10 @@ def trained_study(prepared_study, tmp_path_factory) -> Path:
 def trained(trained_study, tmp_path, monkeypatch) -> Path:
     """A fresh copy of the trained study as the working directory (its MLflow store included)."""
     return _working_copy(trained_study, tmp_path, monkeypatch)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Name the artifacts this test session wrote, so that someone looks at them."""
+    written = sorted(p for p in ARTIFACTS.glob("*") if p.stat().st_mtime >= _STARTED) if ARTIFACTS.is_dir() else []
+    for path in written:
+        terminalreporter.write_line(f"test artifact (look at it): {path}")

@@ -32,12 +32,14 @@ from pipeline.report.results import (
     training_split_table,
 )
 from pipeline.report.tables import ledger_table, runs_table_view, stages_table
+from pipeline.tracking import ui
 
 TABLES = paths.REPORTS / "tables"
 FIGURES = paths.REPORTS / "figures"
 INDEX = paths.REPORTS / "index.html"
 SUMMARY = paths.REPORTS / "summary.json"  # the study in a handful of numbers: DVC's metrics of the study
 PAPER_DATA = ("musdb18hq", "musdb18")
+LOCAL_SERVER = "http://127.0.0.1:5000"  # the README's `mlflow server` over the study's store
 PARAMS_TOLERANCE_PCT = 1.0  # a variant is at the paper's size when its count is this close to the published one
 
 
@@ -79,7 +81,12 @@ def run(cfg: Config) -> dict:
         mlrun.log_artifact(SUMMARY)
         mlrun.log_artifact(TABLES, "tables")
         mlrun.log_artifact(FIGURES, "figures")
+        experiment = mlrun.client.get_run(mlrun.run_id).info.experiment_id
     _print(summary, ledger, learning)
+    uri, _ = tracking.resolved(cfg.tracking)
+    server = uri if uri.startswith(("http://", "https://")) else LOCAL_SERVER
+    print(f"report: compare the runs in MLflow at {ui.experiment_url(server, experiment)}"
+          + ("" if server == uri else " (start the server as the README says)"))
     return summary
 
 

@@ -31,17 +31,6 @@ VARIANT_SECTIONS = ("stft", "model", "train", "eval")
 NOT_DECISIVE = ("eval.batch_chunks", "eval.write_estimates")  # speed and extra outputs, not scores
 STAGE_SECTIONS = {"prepare": ("seed", "data"), "sad": ("targets", "sad"), "evaluate": ("targets", "stft", "eval")}
 STUDY_SECTIONS = ("targets", "seeds", "data", "sad", "energy", "tracking", "params_file")
-EXPERIMENT_NOTE = """\
-One training run per variant and seed (tags `variant`, `seed`), its evaluation nested under it as a
-child run; `prepare`, `sad`, `evaluate@mixture`, `evaluate@oracle_irm`, `forecast@...` and `report`
-are runs of their own, so the experiment's energy is the study's. The report run holds the study's
-page, tables and figures.
-
-To compare variants: in the runs table, *Columns* -> metrics `usdr_avg`, `csdr_avg` (test),
-`best_valid_usdr_avg`, `energy_kwh_codecarbon`, `energy_kwh_green_algorithms`, `params_m` and the
-param `change`; select runs and *Compare* for their params side by side and the parallel-coordinates
-and scatter plots (e.g. `energy_kwh_codecarbon` against `usdr_avg`); the chart view plots a metric
-for every run. The study's settings are this experiment's `study.*` tags."""
 
 
 def _flatten(data: dict, sections) -> dict[str, str]:

@@ -50,7 +50,7 @@ from pipeline.names import (
     RUN,
     SAMPLE,
 )
-from pipeline.tracking import provenance
+from pipeline.tracking import provenance, ui
 from pipeline.tracking import store
 from pipeline.tracking.store import client, mlflow_key
 
@@ -60,7 +60,6 @@ _MAX_METRICS = 1000
 _MAX_TAG_LEN = 5000
 _MAX_DIGEST = 36
 PARENT_TAG = "mlflow.parentRunId"  # the MLflow UI nests a run under this one
-NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows
 
 
 class Terminated(SystemExit):
@@ -209,9 +208,12 @@ class TrackedRun:
         anywhere with torch; returns that URI (also the run's tag `model_uri`). Pickled, not
         MLflow's default torch.export graph, which fixes the input's length and cannot trace the
         models' custom autograd functions; loading a pickle runs code: load from stores you trust."""
+        import mlflow
         import mlflow.pytorch
         import torch
 
+        # MLflow files a logged model under the process's active experiment, not its run's
+        mlflow.set_experiment(experiment_id=self.client.get_run(self.run_id).info.experiment_id)
         quiet = logging.getLogger("mlflow.models.model")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # "logged without a signature": a waveform in, waveforms out
@@ -283,8 +285,7 @@ def _open(config: Config, stage: str, run_name: str | None, parent: str | None) 
     from mlflow.entities import Param
 
     mlflow_client = client(config.tracking)
-    store.tag_experiment(config.tracking, {**provenance.study_tags(config),
-                                           NOTE_TAG: provenance.EXPERIMENT_NOTE})
+    store.tag_experiment(config.tracking, {**provenance.study_tags(config), **ui.experiment_tags()})
     name = run_name or (config.run if config.variant else provenance.stage_kind(stage))
     tags = provenance.run_tags(config, stage, name)
     if parent:

@@ -247,6 +247,7 @@ def test_the_experiment_opens_on_training_runs_and_carries_the_study_settings(st
     tags = client.get_experiment_by_name("kind").tags
     assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     assert tags["study.energy.measure_power_s"] == "0.5" and "usdr_avg" in tags["mlflow.note.content"]
+    assert "metrics.`usdr_avg`" in json.loads(tags["mlflow.sharedViewState.sepcost"])["selectedColumns"]
 
 
 def test_artifacts_land_in_the_study_folder_from_elsewhere(tmp_path, monkeypatch):
