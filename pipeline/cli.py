@@ -34,11 +34,12 @@ STAGES = {
     "separate": "pipeline.stages.separate",
     "report": "pipeline.stages.report",
     "resolve": "pipeline.stages.resolve",
+    "launch": "pipeline.stages.launch",
 }
 WITHOUT_PARAMS = ("score",)  # commands that need no params file (`score --params` is optional)
 # The commands of dvc.yaml's stages: they refuse to run when study.json, from which DVC reads their
 # params, is out of date with the params file.
-DVC_COMMANDS = ("prepare", "sad", "train", "evaluate", "report")
+DVC_COMMANDS = ("prepare", "sad", "train", "evaluate", "report", "launch")
 
 
 def _run(args, stage, cfg) -> None:
@@ -58,6 +59,13 @@ def _run(args, stage, cfg) -> None:
         stage.run(args.reference_dir, args.estimates_dir, args.json, backend=args.bsseval, study=cfg)
     elif command == "separate":
         stage.run(cfg, args.variant, args.audio, args.out, args.seed)
+    elif command == "launch":
+        if args.status:
+            stage.status(cfg)
+        else:
+            stage.run(cfg, args.variant, args.seed, dry_run=args.dry_run, executor=args.executor, jobs=args.jobs,
+                      partition=args.partition, account=args.account, gpus_per_job=args.gpus,
+                      cpus_per_job=args.cpus, time_min=args.time_min, options=args.options)
 
 
 def _positive_int(text: str) -> int:
@@ -115,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     seed(p)
     command("report", "tables, figures and the energy ledger of the study")
     command("resolve", "write study.json, the resolved study dvc.yaml reads (run it after editing the params)")
+    p = command("launch", "train and evaluate runs as jobs on this machine or a cluster (submitit); "
+                          "each job records its stages in DVC")
+    p.add_argument("--variant", action="append", metavar="NAME", help="a variant to launch (repeatable; default all)")
+    seed(p)
+    p.add_argument("--executor", choices=("local", "slurm", "oar", "debug"),
+                   help="where the jobs run (default: runtime.launch.executor)")
+    p.add_argument("--jobs", type=_positive_int, metavar="N", help="jobs at once (default: runtime.launch.jobs)")
+    p.add_argument("--partition", metavar="NAME", help="SLURM partition or OAR queue")
+    p.add_argument("--account", metavar="NAME", help="SLURM account")
+    p.add_argument("--gpus", type=int, metavar="N", help="GPUs per job")
+    p.add_argument("--cpus", type=int, metavar="N", help="CPUs per job")
+    p.add_argument("--time-min", type=_positive_int, metavar="MIN", help="a job's time limit in minutes")
+    p.add_argument("--options", metavar="TEXT", help='more scheduler options, e.g. --options="--qos=high"')
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--dry-run", action="store_true", help="print the cluster script, submit nothing")
+    mode.add_argument("--status", action="store_true", help="the jobs of the latest launch and their progress")
     return parser
 
 

@@ -168,6 +168,22 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class LaunchConfig:
+    """How `sepcost launch` runs a study's trainings as jobs (`--executor` and the other flags
+    override each): on this machine, or on a SLURM or OAR cluster through submitit."""
+
+    executor: Literal["local", "slurm", "oar", "debug"] = "local"
+    jobs: int = num(2, 1)  # jobs at once: local workers, or the array's parallelism on a cluster
+    partition: str = ""  # SLURM partition or OAR queue; "" = the scheduler's default
+    account: str = ""  # SLURM account to charge; "" = none
+    gpus_per_job: int = num(0, 0)
+    cpus_per_job: int = num(0, 0)  # 0 = the scheduler's default
+    time_min: int = num(1440, 1)  # a job's time limit; one that reaches it is checkpointed and requeued
+    options: str = ""  # more scheduler options, e.g. "--qos=high --constraint=a100" or "-t besteffort"
+    folder: str = "launches"  # submitit's scripts, pickles and job logs
+
+
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Machine knobs: how fast and where, never what. They enter no fingerprint and no DVC params."""
 
@@ -175,6 +191,7 @@ class RuntimeConfig:
     threads: int = num(0, 0)  # CPU threads; 0 = every core
     cache_gb: float = num(4.0, 0.0)  # training audio held in memory up to this size, else read from disk
     num_workers: int = num(0, 0)  # DataLoader worker processes
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 @dataclass(frozen=True)

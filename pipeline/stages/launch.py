@@ -1,0 +1,192 @@
+"""Command `sepcost launch`: a study's trainings and evaluations as independent jobs, through submitit.
+
+Each (variant, seed) chosen is one job (`pipeline.jobs.job.RunJob`): its training, its evaluation
+and the `dvc commit` of both stages, so that afterwards `dvc status` shows them up to date and
+`dvc repro` has only the report left to render. On this machine (`local`) the jobs run `jobs` at
+a time; on a cluster (`slurm`, `oar`) they are one job array, and the command returns once it is
+submitted: `sepcost launch --status` watches it. The study must be prepared (`dvc repro sad`)
+first. SQLite is one file on one machine: a launch on a cluster needs a tracking server.
+
+Every launch is recorded in `<launch folder>/<time>/launch.json` (its executor, params, runs and
+job ids); `--status` reads the latest, asks the scheduler (or submitit's result files) for each
+job's state and MLflow for its progress (epoch, ETA from the training's forecast, kWh so far) and
+shows a failed job's last error line. Imports the config, `pipeline.jobs`, the tracking store.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from pipeline import paths
+from pipeline.atomic import write_json
+from pipeline.config import Config, runs as study_runs
+from pipeline.errors import UserError
+from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
+from pipeline.jobs.job import RunJob
+from pipeline.names import run_key
+
+RECORD = "launch.json"
+POLL_S = 2.0
+
+
+def chosen_runs(cfg: Config, variants: list[str] | None, seed: int | None) -> list[tuple[str, int]]:
+    """The study's (variant, seed) runs, limited to `variants` and `seed` when given."""
+    every = study_runs(cfg)
+    for v in variants or ():
+        if v not in cfg.variants:
+            raise UserError(f"{cfg.params_file}: variants.{v}: no such variant (known: {', '.join(cfg.variants)})")
+    chosen = [(v, s) for v, s in every if (not variants or v in variants) and (seed is None or s == seed)]
+    if not chosen:
+        raise UserError(f"{cfg.params_file}: no run of the study matches --variant {variants} --seed {seed}")
+    return chosen
+
+
+def _check_ready(cfg: Config) -> None:
+    """A launch trains from a prepared study and logs where every job can reach."""
+    launch = cfg.runtime.launch
+    if launch.executor in CLUSTERS and cfg.tracking.uri.startswith("sqlite:"):
+        raise UserError(f"{cfg.params_file}: tracking.uri: {cfg.tracking.uri} is one file on this machine; jobs on "
+                        "a cluster need a tracking server (http://...): see the README's team mode")
+    entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {}) if paths.DVC_LOCK.exists() else {}
+    if not {"prepare", "sad"} <= set(entries):
+        raise UserError(f"{paths.DVC_LOCK}: no prepare and sad stages recorded: run `dvc repro sad` first")
+
+
+def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None, dry_run: bool = False,
+        **overrides) -> list[dict]:
+    """Launch the chosen runs with `cfg.runtime.launch` (fields overridden by `overrides`);
+    returns each job's {run, job_id, state}."""
+    launch = dataclasses.replace(cfg.runtime.launch, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, launch=launch))
+    chosen = chosen_runs(cfg, variants, seed)
+    where = f"{cfg.params_file}: runtime.launch"
+    folder = (Path(launch.folder) / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    if dry_run:
+        print(dry_run_script(launch, folder / "%j", len(chosen), where))
+        print(f"launch: dry run: {len(chosen)} jobs, {', '.join(run_key(v, s) for v, s in chosen)}")
+        return []
+    _check_ready(cfg)
+    executor = make_executor(launch, folder / "%j", where)
+    jobs = [RunJob(str(Path.cwd()), cfg.params_file, v, s) for v, s in chosen]
+    if launch.executor in CLUSTERS:
+        with executor.batch():
+            submitted = [executor.submit(job) for job in jobs]
+        _record(folder, launch, cfg, jobs, submitted)
+        print(f"launch: {len(submitted)} jobs submitted to {launch.executor} "
+              f"({', '.join(j.job_id for j in submitted)}); watch them with `sepcost launch --status`")
+        return [{"run": job.run, "job_id": sub.job_id, "state": "SUBMITTED"} for job, sub in zip(jobs, submitted)]
+    return _run_here(folder, launch, cfg, jobs, executor)
+
+
+def _run_here(folder: Path, launch, cfg: Config, jobs: list[RunJob], executor) -> list[dict]:
+    """Local and debug jobs: `launch.jobs` at a time, until every one has ended."""
+    waiting, running, ended = list(jobs), [], []
+    submitted = []
+    with tqdm(total=len(jobs), desc="launch", unit="job") as bar:
+        while waiting or running:
+            while waiting and len(running) < (1 if launch.executor == "debug" else launch.jobs):
+                job = waiting.pop(0)
+                running.append((job, executor.submit(job)))
+                submitted.append(running[-1])
+                _record(folder, launch, cfg, [j for j, _ in submitted], [s for _, s in submitted])
+            for job, handle in list(running):
+                if launch.executor == "debug" or handle.done():
+                    running.remove((job, handle))
+                    ended.append(_outcome(job, handle))
+                    bar.update()
+            time.sleep(0 if launch.executor == "debug" else POLL_S)
+    failed = [e for e in ended if e["state"] != "DONE"]
+    for e in ended:
+        print(f"launch: {e['run']}: {e['state']}" + (f": {e['error']}" if e.get("error") else ""))
+    print(f"launch: {len(ended) - len(failed)} of {len(ended)} jobs done; `dvc status` shows them recorded")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(ended)} jobs failed: {', '.join(e['run'] for e in failed)}")
+    return ended
+
+
+def _outcome(job: RunJob, handle) -> dict:
+    try:
+        handle.result()
+    except Exception as err:  # submitit re-raises the job's error with its traceback
+        lines = [line for line in str(err).splitlines() if line.strip()]
+        return {"run": job.run, "job_id": handle.job_id, "state": "FAILED", "error": lines[-1] if lines else ""}
+    return {"run": job.run, "job_id": handle.job_id, "state": "DONE"}
+
+
+def _record(folder: Path, launch, cfg: Config, jobs: list[RunJob], submitted) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / RECORD, {
+        "executor": launch.executor, "params": cfg.params_file, "folder": str(folder), "started": time.time(),
+        "jobs": [{"run": j.run, "variant": j.variant, "seed": j.seed, "job_id": s.job_id}
+                 for j, s in zip(jobs, submitted)],
+    })
+
+
+# ----------------------------------------------------------------------------- status
+
+
+def latest_record(cfg: Config) -> dict:
+    records = sorted(Path(cfg.runtime.launch.folder).glob(f"*/{RECORD}"))
+    if not records:
+        raise UserError(f"{cfg.runtime.launch.folder}: no launch recorded yet (`sepcost launch` first)")
+    return json.loads(records[-1].read_text())
+
+
+def _job_state(record: dict, job: dict) -> tuple[str, str]:
+    """The scheduler's state of a job (or, once ended, submitit's result file) and a failed job's
+    last error line."""
+    import pickle
+
+    import submitit
+
+    job_dir = Path(record["folder"]) / job["job_id"]
+    paths_ = submitit.core.utils.JobPaths(job_dir, job["job_id"])
+    if paths_.result_pickle.exists():
+        with open(paths_.result_pickle, "rb") as f:
+            outcome, value = pickle.load(f)
+        if outcome == "success":
+            return "DONE", ""
+        lines = [line for line in str(value).splitlines() if line.strip()]
+        return "FAILED", lines[-1] if lines else ""
+    if record["executor"] == "slurm":
+        return submitit.SlurmJob(job_dir, job["job_id"]).state, ""
+    if record["executor"] == "oar":
+        from submitit_oar.oar import OarJob
+
+        return OarJob(job_dir, job["job_id"]).state, ""
+    return "RUNNING", ""
+
+
+def status(cfg: Config) -> list[dict]:
+    """Each job of the latest launch: its state, its training's epoch, ETA and kWh so far."""
+    from pipeline.tracking import store
+
+    record = latest_record(cfg)
+    client, study = store.client(cfg.tracking), store.experiment_id(cfg.tracking, create=False)
+    rows = []
+    for job in record["jobs"]:
+        state, error = _job_state(record, job)
+        row = {"run": job["run"], "job_id": job["job_id"], "state": state, "epoch": "", "eta_min": "", "kwh": "",
+               "error": error}
+        found = client.search_runs([study], f"tags.`dvc.stage` = 'train@{job['run']}'",
+                                   order_by=["attributes.start_time DESC"], max_results=1) if study else []
+        if found:
+            m = found[0].data.metrics
+            row["epoch"] = int(m["epoch"]) if "epoch" in m else ""
+            row["kwh"] = m.get("run_energy_kwh_codecarbon", "")
+            if "forecast_duration_s" in m and found[0].info.status == "RUNNING":
+                spent = time.time() - found[0].info.start_time / 1000
+                row["eta_min"] = max(0.0, (m["forecast_duration_s"] - spent) / 60)
+        rows.append(row)
+    print(f"launch {record['folder']} ({record['executor']}, {len(rows)} jobs):")
+    for r in rows:
+        kwh = f"{r['kwh'] * 1000:.2f} Wh" if r["kwh"] != "" else "-"
+        eta = f"{r['eta_min']:.0f} min" if r["eta_min"] != "" else "-"
+        print(f"  {r['run']:<28} job {r['job_id']:<10} {r['state']:<10} epoch {r['epoch'] or '-':<4} "
+              f"ETA {eta:<8} {kwh} (CodeCarbon)" + (f"  last error: {r['error']}" if r["error"] else ""))
+    return rows

@@ -1,0 +1,163 @@
+"""`sepcost launch` with the real submitit: dry runs of the cluster scripts, and jobs on this machine
+in a copy of the repository, recorded by DVC, one of them preempted and requeued."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import config
+from pipeline.cli import main
+from pipeline.names import run_key
+from tests.conftest import REPO, TINY, error_line, write_params
+
+RUNS = (("base", 42), ("base", 43), ("large", 42))
+
+
+def test_dry_run_prints_the_slurm_array_with_its_resources_and_command(study, capsys):
+    write_params(study, {**TINY, "variants": {"base": {"seeds": 2}}})
+    assert main(["launch", "--executor", "slurm", "--dry-run", "--variant", "base", "--variant", "large",
+                 "--partition", "gpu", "--gpus", "1", "--cpus", "8", "--time-min", "600", "--jobs", "2",
+                 "--account", "lab", "--options=--qos=high"]) == 0
+    script = capsys.readouterr().out
+    assert "#SBATCH --array=0-2%2" in script  # three runs, two at a time
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --time=600", "#SBATCH --account=lab", "#SBATCH --qos=high", "#SBATCH --signal=USR2@120"):
+        assert line in script, line
+    assert "-m submitit.core._submit" in script and "srun" in script
+    assert "3 jobs, base-seed42, base-seed43, large-seed42" in script
+
+
+def test_dry_run_prints_the_oar_array(study, capsys):
+    write_params(study, TINY)
+    assert main(["launch", "--executor", "oar", "--dry-run", "--variant", "large", "--gpus", "1", "--cpus", "4",
+                 "--time-min", "90", "--partition", "production", "--options=-t besteffort -t idempotent"]) == 0
+    script = capsys.readouterr().out
+    for line in ("#OAR --array 1", "#OAR -l /gpu=1/core=4,walltime=01:30", "#OAR -q production",
+                 "#OAR -t besteffort -t idempotent"):
+        assert line in script, line
+    assert "export SUBMITIT_EXECUTOR=oar" in script and "-m submitit.core._submit" in script
+
+
+def test_a_cluster_launch_refuses_sqlite(study, capsys):
+    write_params(study, TINY)
+    assert main(["launch", "--executor", "slurm", "--variant", "base"]) == 1
+    assert "tracking.uri: sqlite:///mlflow.db is one file on this machine" in error_line(capsys)
+
+
+def test_bad_scheduler_options_name_the_key(study, capsys):
+    write_params(study, TINY)
+    assert main(["launch", "--executor", "slurm", "--dry-run", "--options", "qos=high"]) == 2
+    assert "runtime.launch: expected options such as --qos=high" in error_line(capsys)
+
+
+# ----------------------------------------------------------------------------- jobs on this machine
+
+
+def _copy_of_the_repository(folder: Path) -> Path:
+    """The working tree as a fresh repository (tracked and new files, nothing ignored), with the
+    tiny study prepared by `dvc repro sad`."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_bytes((REPO / name).read_bytes())
+    for argv in (["git", "init", "-q"], ["git", "add", "-A"],
+                 ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(argv, cwd=folder, check=True)
+    return folder
+
+
+def _env(folder: Path) -> dict:
+    """The copy's code first, and `sepcost` (which dvc.yaml's commands call) on the PATH."""
+    return {**os.environ, "PYTHONPATH": str(folder),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def _sepcost(folder: Path, *argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=folder, capture_output=True,
+                          text=True, env=_env(folder), **kw)
+
+
+def _dvc(folder: Path, *argv: str) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *argv], cwd=folder, capture_output=True, text=True,
+                          env=_env(folder))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory) -> Path:
+    folder = _copy_of_the_repository(tmp_path_factory.mktemp("launch") / "repo")
+    write_params(folder, {**TINY, "variants": {"base": {"seeds": 2}}})
+    assert _sepcost(folder, "resolve").returncode == 0
+    _dvc(folder, "repro", "--quiet", "sad")
+    return folder
+
+
+def _training_runs(folder: Path, run: str):
+    cfg = config.load(folder / "params.yaml")
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
+    return client.search_runs([experiment.experiment_id], f"tags.`dvc.stage` = 'train@{run}'",
+                              run_view_type=3, order_by=["attributes.start_time ASC"])
+
+
+@pytest.mark.slow
+def test_local_jobs_two_at_a_time_are_recorded_by_dvc(repository):
+    done = _sepcost(repository, "launch", "--executor", "local", "--jobs", "2",
+                    "--variant", "base", "--variant", "large")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 of 3 jobs done" in done.stdout
+    stages = [f"{kind}@{run_key(v, s)}" for v, s in RUNS for kind in ("train", "evaluate")]
+    status = _dvc(repository, "status", *stages)
+    assert "up to date" in status.lower() or status.strip() == "", status  # DVC has each stage recorded
+    dry = _dvc(repository, "repro", "--dry", *stages)
+    assert "Running stage" not in dry, dry  # nothing to retrain
+    for v, s in RUNS:
+        (training,) = _training_runs(repository, run_key(v, s))
+        assert training.info.status == "FINISHED" and "usdr_avg" in training.data.metrics
+    record = json.loads(sorted((repository / "launches").glob("*/launch.json"))[-1].read_text())
+    assert [j["run"] for j in record["jobs"]] == [run_key(v, s) for v, s in RUNS]
+    status = _sepcost(repository, "launch", "--status")
+    assert status.returncode == 0 and status.stdout.count(" DONE ") == 3, status.stdout + status.stderr
+
+
+@pytest.mark.slow
+def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(repository):
+    write_params(repository, {**TINY, "variants": {"base": {"seeds": 2}},
+                              "train": {**TINY["train"], "epoch_items": 96, "max_epochs": 3}})
+    assert _sepcost(repository, "resolve").returncode == 0
+    run = run_key("base", 42)
+    last = repository / "models" / run / "last.pt"
+    last.unlink(missing_ok=True)
+    launch = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "launch", "--executor", "local",
+                               "--variant", "base", "--seed", "42"], cwd=repository, env=_env(repository),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not last.exists():  # the first epoch's checkpoint
+        assert launch.poll() is None, launch.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    # the scheduler's preemption signal, as submitit's controller forwards it, to the job's task
+    tasks = [p for p in psutil.Process(launch.pid).children(recursive=True)
+             if "submitit.core._submit" in " ".join(p.cmdline())]
+    assert len(tasks) == 1, [p.cmdline() for p in psutil.Process(launch.pid).children(recursive=True)]
+    os.kill(tasks[0].pid, signal.SIGUSR2)
+    out, err = launch.communicate(timeout=600)
+    assert launch.returncode == 0, err[-3000:]
+    killed, finished = _training_runs(repository, run)[-2:]
+    assert killed.info.status == "KILLED" and killed.data.metrics["run_energy_kwh_codecarbon"] > 0
+    assert finished.info.status == "FINISHED" and finished.data.tags["resumed_from"] == killed.info.run_id
+    assert int(finished.data.tags["resumed_after_epoch"]) >= 1
+    result = json.loads((repository / "metrics" / "train" / f"{run}.json").read_text())
+    assert result["epochs"] == 3
