@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up sepcost on a fresh machine: the ffmpeg binaries that musdb and museval need even to
 # import, a virtual environment in .venv and the package with its test tools. With --tests also
-# what only the tests need: Chromium, in which they open the MLflow UI. Safe to run again.
+# what only the tests need: Chromium, in which they open the MLflow UI, and PostgreSQL, on which
+# they run a team's MLflow server (they start their own; the system's service stays off). Safe to
+# run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -28,6 +30,7 @@ apt_install() {
 MISSING=()
 command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || MISSING+=(ffmpeg)
 [ "$TESTS" -eq 0 ] || command -v chromium >/dev/null || command -v chromium-browser >/dev/null || MISSING+=(chromium)
+[ "$TESTS" -eq 0 ] || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || MISSING+=(postgresql)
 [ ${#MISSING[@]} -eq 0 ] || apt_install "${MISSING[@]}"
 
 PYTHON=${PYTHON:-python3}

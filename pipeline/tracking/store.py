@@ -140,7 +140,11 @@ def experiment_id(cfg: TrackingConfig, create: bool = True) -> str | None:
 
 
 def tag_experiment(cfg: TrackingConfig, tags: dict[str, str]) -> None:
-    """Set the experiment's tags that differ from `tags` (its kind always), once per process."""
+    """Set the experiment's tags that differ from `tags` (its kind always), once per process.
+    Parallel jobs may set the same tag at once: a server on PostgreSQL then refuses the second
+    insert, which is fine when the value is the one wanted."""
+    from mlflow.exceptions import MlflowException
+
     state, mlflow_client = _state(cfg), client(cfg)
     study = experiment_id(cfg)
     wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, **tags}
@@ -149,7 +153,11 @@ def tag_experiment(cfg: TrackingConfig, tags: dict[str, str]) -> None:
     current = mlflow_client.get_experiment(study).tags
     for key, value in wanted.items():
         if current.get(key) != value:
-            mlflow_client.set_experiment_tag(study, key, value)
+            try:
+                mlflow_client.set_experiment_tag(study, key, value)
+            except MlflowException:
+                if mlflow_client.get_experiment(study).tags.get(key) != value:
+                    mlflow_client.set_experiment_tag(study, key, value)
     _TAGGED[(state.uri, study)] = wanted
 
 

@@ -4,14 +4,9 @@ installs). The screenshot is kept in .test-artifacts/ (the run's summary names i
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,6 +18,7 @@ from pipeline.names import run_key
 from pipeline.tracking import ui
 from pipeline.tracking.store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 from tests.conftest import ARTIFACTS, TINY, run_in, write_params
+from tests.servers import mlflow_server
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +26,6 @@ RUNS = (("base", 42), ("base", 43), ("large", 42))
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
                   "--window-size=2400,900", "--virtual-time-budget=30000"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -52,38 +42,12 @@ def filled_store(prepared_study, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(filled_store):
-    """`mlflow server` on a free loopback port over the study's store; its address."""
+    """`mlflow server` on a free loopback port over the study's store: its address, the config, the URI."""
     cfg = config.load(filled_store / "params.yaml")
     tracking.configure(cfg.tracking, root=filled_store)
     uri, artifacts = tracking.resolved(cfg.tracking)
-    port = _free_port()
-    log = open(filled_store / "mlflow-server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-                             "--default-artifact-root", artifacts, "--host", "127.0.0.1", "--port", str(port),
-                             "--workers", "1"], cwd=filled_store, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # its job runners are in its process group
-    address = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, (filled_store / "mlflow-server.log").read_text()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{address}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "mlflow server did not answer within 180 s"
-            time.sleep(0.5)
+    with mlflow_server(uri, ["--default-artifact-root", artifacts], filled_store / "mlflow-server.log") as address:
         yield address, cfg, uri
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _chromium() -> str:
