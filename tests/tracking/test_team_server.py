@@ -34,9 +34,15 @@ def test_four_trainings_at_once_against_a_postgresql_backed_server(prepared_stud
             trainings = [subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", v,
                                            "--seed", str(s)], cwd=folder, env=env, stdout=subprocess.PIPE,
                                           stderr=subprocess.PIPE, text=True) for v, s in RUNS]
-            for proc in trainings:
-                out, err = proc.communicate(timeout=900)
-                assert proc.returncode == 0, err[-3000:]
+            try:
+                for proc in trainings:
+                    out, err = proc.communicate(timeout=900)
+                    assert proc.returncode == 0, err[-3000:]
+            finally:  # none left behind, logging to a server that is going away
+                for proc in trainings:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait()
 
             client = MlflowClient(server)
             experiment = client.get_experiment_by_name("team")
