@@ -41,6 +41,23 @@ _CPU_MODES = {
     "constant": "constant",
 }
 EMISSIONS_CSV = "emissions.csv"  # one row per execution, in the meter's folder
+# Set by `sepcost launch` for jobs it runs side by side on one machine: how many share it.
+NODE_JOBS_ENV = "SEPCOST_NODE_JOBS"
+
+
+def shared_node() -> str:
+    """Why this process shares its machine with other jobs ("" if it does not know it to): a launch
+    running jobs side by side, or a scheduler that gave it only some of the CPUs. CodeCarbon then
+    measures in process mode (this process's share of the CPU load, its own memory), not the whole
+    machine's CPU and RAM, which every job would count as its own."""
+    jobs = os.environ.get(NODE_JOBS_ENV, "")
+    if jobs.isdigit() and int(jobs) > 1:
+        return f"{jobs} jobs launched side by side"
+    if hasattr(os, "sched_getaffinity"):
+        allowed, cpus = len(os.sched_getaffinity(0)), os.cpu_count() or 0
+        if 0 < allowed < cpus:
+            return f"{allowed} of the machine's {cpus} CPUs allotted"
+    return ""
 
 
 # ----------------------------------------------------------------------------- carbon intensity
@@ -121,6 +138,7 @@ class Tracker:
         self.ok = False  # started; stays True after a failure at stop, whose totals still count
         self._tracker = None
         self._log = _CapturedLog()
+        self.shared = shared_node()
 
     def start(self) -> None:
         from codecarbon import OfflineEmissionsTracker
@@ -140,7 +158,7 @@ class Tracker:
                 country_iso_code=self.cfg.country_iso.strip().upper(),
                 pue=self.cfg.pue,
                 force_carbon_intensity_g_co2e_kwh=self.intensity_g_per_kwh,
-                tracking_mode="machine",
+                tracking_mode="process" if self.shared else "machine",
                 allow_multiple_runs=True,  # no lock file: a killed run must not disable the next
                 log_level="error" if _quiet() else _USER_LOG_LEVEL,
             )
@@ -221,6 +239,11 @@ class Tracker:
             elif kind == "Raspberry":
                 out["cpu" if hw.chip_part == "CPU" else "ram"] = "raspberry_pmic"
         out["tracking_mode"] = getattr(tracker, "_tracking_mode", "machine")
+        if self.shared:
+            out["node_shared"] = self.shared
+        gpu_ids = getattr(tracker, "_conf", {}).get("gpu_ids")
+        if gpu_ids:  # CodeCarbon measures only these: CUDA_VISIBLE_DEVICES, as the scheduler set it
+            out["gpu_ids"] = ",".join(map(str, gpu_ids))
         out["measure_power_s"] = self.cfg.measure_power_s
         ram_power = getattr(getattr(tracker, "_ram_power", None), "W", None)
         if ram_power:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from pipeline import paths
 from pipeline.atomic import write_json
 from pipeline.config import Config, runs as study_runs
+from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
 from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
 from pipeline.jobs.job import RunJob
@@ -84,7 +86,10 @@ def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None,
 
 
 def _run_here(folder: Path, launch, cfg: Config, jobs: list[RunJob], executor) -> list[dict]:
-    """Local and debug jobs: `launch.jobs` at a time, until every one has ended."""
+    """Local and debug jobs: `launch.jobs` at a time, until every one has ended. Jobs side by side
+    share the machine: each measures its own share of it (`energy.codecarbon_adapter.shared_node`)."""
+    side_by_side = min(launch.jobs, len(jobs)) if launch.executor == "local" else 1
+    os.environ[NODE_JOBS_ENV] = str(side_by_side)  # the jobs inherit this process's environment
     waiting, running, ended = list(jobs), [], []
     submitted = []
     with tqdm(total=len(jobs), desc="launch", unit="job") as bar:

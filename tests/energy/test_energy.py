@@ -340,3 +340,25 @@ def test_a_failed_measurement_is_missing_not_zero(tmp_path):
     assert totals["energy_kwh_green_algorithms"] > 0  # the other method still prices it
     assert meter.methods["codecarbon"].startswith("failed")
 
+
+
+def test_a_job_sharing_its_machine_measures_its_own_share_and_says_so(tmp_path, monkeypatch):
+    from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
+
+    cfg = EnergyConfig(measure_power_s=0.5)
+    monkeypatch.setenv(NODE_JOBS_ENV, "1")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(os.cpu_count())), raising=False)
+    with EnergyMeter(cfg, out_dir=tmp_path / "alone", project_name="alone") as meter:
+        busy(0.2)
+    assert meter.methods["tracking_mode"] == "machine" and "node_shared" not in meter.methods
+    monkeypatch.setenv(NODE_JOBS_ENV, "2")  # as `sepcost launch --jobs 2` runs its jobs
+    with EnergyMeter(cfg, out_dir=tmp_path / "shared", project_name="shared") as meter:
+        busy(0.2)
+    assert meter.methods["tracking_mode"] == "process" and meter.methods["node_shared"] == "2 jobs launched side by side"
+    assert meter.totals()["energy_kwh_codecarbon"] > 0
+    monkeypatch.setenv(NODE_JOBS_ENV, "1")  # a scheduler that allotted one CPU of the machine's
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    with EnergyMeter(cfg, out_dir=tmp_path / "allotted", project_name="allotted") as meter:
+        pass
+    if (os.cpu_count() or 1) > 1:
+        assert meter.methods["node_shared"] == f"1 of the machine's {os.cpu_count()} CPUs allotted"
