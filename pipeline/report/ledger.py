@@ -90,8 +90,9 @@ def energy_timeline(cfg):
     """When the study's energy was spent: one row per logged step of a run's `<prefix>ledger_*`
     energy (after every training epoch, at the end of every execution), with the energy spent since
     the previous step by both methods. Summed over a run, the rows give its runs_table energy; in
-    time order they give the study's cumulative energy, a run reopened for evaluation hours after
-    its training included. `cfg` is the TrackingConfig."""
+    time order they give the study's cumulative energy (in stores written before evaluations had
+    runs of their own, a training run reopened for evaluation hours later included). `cfg` is the
+    TrackingConfig."""
     import pandas as pd
 
     client = store.client(cfg)

@@ -1,4 +1,5 @@
-"""What a run records about where its result comes from: params, git, packages, hardware, DVC.
+"""What a run records about where its result comes from: its params (a variant's recipe, seed and
+declared change; the study's settings as the experiment's tags), git, packages, hardware, DVC.
 
 Imports the config schema, `pipeline.paths`, the tracking store (for MLflow's key rules) and the
 energy package's hardware detection.

@@ -73,10 +73,9 @@ class Terminated(SystemExit):
 class TrackedRun:
     """One MLflow run, open for the duration of `run(...)`. Every write is one batched call."""
 
-    def __init__(self, mlflow_client, run_id: str, stage: str):
+    def __init__(self, mlflow_client, run_id: str):
         self.client = mlflow_client
         self.run_id = run_id
-        self.stage = stage
         self._meters: list[tuple[Any, str]] = []  # meter, prefix
         self._samples_logged: list[int] = []  # per meter, its energy samples already logged
         self._max_step = 0
@@ -291,7 +290,7 @@ def _open(config: Config, stage: str, run_name: str | None, parent: str | None) 
     if parent:
         tags[PARENT_TAG] = parent
     created = mlflow_client.create_run(store.experiment_id(config.tracking), run_name=name, tags=tags)
-    tracked = TrackedRun(mlflow_client, created.info.run_id, stage)
+    tracked = TrackedRun(mlflow_client, created.info.run_id)
     tracked._batch(params=[Param(k, v) for k, v in provenance.run_params(config, stage).items()])
     return tracked
 
