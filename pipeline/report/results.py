@@ -153,6 +153,7 @@ def study_table(study: Study) -> Table:
                "variant's seeds (± the standard deviation of the average over seeds), next to the replication's "
                "published figures")
     caption += " and the difference (ours - published)." if study.paper_scale else f". {scale_note(study)}"
+    caption += protocol_note(study)
     extra = ["description", "runs", "evaluated", "test_tracks", "eval_duration_s", "eval_kwh_codecarbon",
              "eval_kwh_green_algorithms", "eval_kg_co2e", "energy_methods", "mlflow_run_id"]
     return Table("study", caption, cols, rows, extra)
@@ -216,7 +217,7 @@ def testset_table(study: Study) -> Table:
         rows[f"ours:{v}"] = row
     caption = ("MUSDB18-HQ test set: published systems (original BSRNN, the replication, Open-Unmix) and this "
                "study's variants (means over their seeds). cSDR: BSSEval v4 median over frames then tracks; uSDR: "
-               "mean over tracks of whole-track SDR.")
+               "mean over tracks of whole-track SDR." + protocol_note(study))
     return Table("test", caption, cols, list(rows.values()), ["seeds"])
 
 
@@ -298,6 +299,17 @@ def protocol_id(protocol) -> str:
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
 
 
+def protocol_note(study: Study) -> str:
+    """The sentence every caption with test scores ends with: whether the scores share one
+    evaluation protocol (uSDR/cSDR windows, BSSEval backend, inference segment, data set, ...)."""
+    ids = sorted({protocol_id(e.get("protocol")) for e in study.eval.values()})
+    if len(ids) > 1:
+        return (f" The test scores were computed with {len(ids)} different evaluation protocols ({', '.join(ids)}; "
+                "each metrics/eval file holds its own, the inference table names each row's): compare only rows "
+                "that share one.")
+    return " Every test score was computed with the same evaluation protocol." if ids else ""
+
+
 def inference_table(study: Study) -> Table:
     """What separating costs each variant, beside its test score: the real-time factor (thread-seconds
     of separation per second of audio) and the kWh per minute of separated audio by both methods,
@@ -327,13 +339,9 @@ def inference_table(study: Study) -> Table:
                      "stream_usdr_avg": study.mean(v, f"streaming_{score_key('usdr')}", EVALUATION)})
     if not any(finite(r["stream_latency_ms"]) for r in rows):
         cols = [c for c in cols if c.group != "Streaming"]
-    protocols = sorted({r["protocol"] for r in rows})
-    flag = (f" The scores were computed with {len(protocols)} different protocols ({', '.join(protocols)}; the "
-            "protocols are in each metrics/eval file): compare only rows that share one." if len(protocols) > 1 else
-            " Every score was computed with the same protocol.")
     caption = ("The cost of separating: real-time factor (thread-seconds of separation per second of audio, each "
                "track on one thread) and kWh per minute of separated audio (the evaluation's energy in the "
                "separation's share of its time), means over each variant's runs. A causal model (unidirectional "
                "Open-Unmix) also separates as a stream, chunk by chunk without the Wiener filter: its latency "
-               "bound, the worst chunk's real-time factor and the stream's uSDR." + flag)
+               "bound, the worst chunk's real-time factor and the stream's uSDR." + protocol_note(study))
     return Table("inference", caption, cols, rows, wide=False)

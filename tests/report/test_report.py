@@ -439,3 +439,17 @@ def test_the_study_in_a_handful_of_numbers_and_in_its_mlflow_run(built):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"index.html", "summary.json", "tables", "figures"} <= artifacts
     assert "figures/sdr_vs_energy.png" in {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+
+
+def test_captions_flag_test_scores_computed_with_different_protocols():
+    from types import SimpleNamespace
+
+    from pipeline.report.results import protocol_id, protocol_note
+
+    same = {"usdr": "whole track", "bsseval": {"window_s": 1.0, "hop_s": 1.0}}
+    other = {**same, "inference": {"overlap": 0.5}}
+    assert protocol_id(same) == protocol_id(dict(reversed(list(same.items())))) != protocol_id(other)
+    assert "same evaluation protocol" in protocol_note(SimpleNamespace(eval={"a": {"protocol": same},
+                                                                            "b": {"protocol": same}}))
+    note = protocol_note(SimpleNamespace(eval={"a": {"protocol": same}, "b": {"protocol": other}}))
+    assert "2 different evaluation protocols" in note and protocol_id(other) in note
