@@ -81,9 +81,10 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
                     mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
                 else:
                     mlrun.log_epoch(epoch, history[-1])
+                # the energy first: a checkpoint on disk always has its execution's energy recorded
+                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
                 save_state(complete=False)
                 _save_best(out / "best.pt", cfg, slots)
-                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
         finally:
             write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
 
