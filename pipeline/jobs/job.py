@@ -6,7 +6,8 @@ records it afterwards (`dvc --wait-for-lock commit`: jobs that end together take
 dvc.lock, none fails for finding it busy). A job that reaches its time limit or is preempted gets
 submitit's signal: the running command is stopped with SIGTERM (the training closes its MLflow run
 KILLED with its energy; last.pt holds its last epoch) and the job is requeued with the same
-steps; the training resumes from last.pt, a finished step is not run again. Imports submitit.
+steps; the training resumes from last.pt, a finished step is not run again. Imports submitit and
+`pipeline.names`.
 """
 from __future__ import annotations
 
