@@ -10,7 +10,7 @@ first. SQLite is one file on one machine: a launch on a cluster needs a tracking
 Every launch is recorded in `<launch folder>/<time>/launch.json` (its executor, params, runs and
 job ids); `--status` reads the latest, asks the scheduler (or submitit's result files) for each
 job's state and MLflow for its progress (epoch, ETA from the training's forecast, kWh so far) and
-shows a failed job's last error line. Imports the config, `pipeline.jobs`, the tracking store.
+shows a failed job's last error line. Imports the config, `pipeline.jobs`, the tracking store and provenance.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import os
 import time
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
 from pipeline import paths
@@ -31,6 +30,7 @@ from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
 from pipeline.jobs.job import RunJob
 from pipeline.names import run_key
+from pipeline.tracking.provenance import dvc_lock_entries
 
 RECORD = "launch.json"
 POLL_S = 2.0
@@ -54,8 +54,7 @@ def _check_ready(cfg: Config) -> None:
     if launch.executor in CLUSTERS and cfg.tracking.uri.startswith("sqlite:"):
         raise UserError(f"{cfg.params_file}: tracking.uri: {cfg.tracking.uri} is one file on this machine; jobs on "
                         "a cluster need a tracking server (http://...): see the README's team mode")
-    entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {}) if paths.DVC_LOCK.exists() else {}
-    if not {"prepare", "sad"} <= set(entries):
+    if not {"prepare", "sad"} <= set(dvc_lock_entries()):
         raise UserError(f"{paths.DVC_LOCK}: no prepare and sad stages recorded: run `dvc repro sad` first")
 
 

@@ -123,16 +123,23 @@ def _upstream(stage: str) -> dict[str, str]:
     return {}
 
 
+def dvc_lock_entries() -> dict:
+    """dvc.lock's entry of every stage DVC has recorded; empty when there is no lock file yet (or
+    not one DVC wrote)."""
+    try:
+        entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
 def dvc_lock_tags(stage: str) -> dict[str, str]:
     """Provenance from DVC: the md5 of the dvc.lock entry (command, hashes of every dependency and
     output, params) of each stage this one builds on, as recorded when this one starts, as
     `dvc.lock.<role>`; and `dvc.running_stage`, the stage `dvc repro` says it is running (absent
     when a command is run by hand). Stages without an entry yet are left out."""
     tags = {"dvc.running_stage": os.environ["DVC_STAGE"]} if os.environ.get("DVC_STAGE") else {}
-    try:
-        entries = (yaml.safe_load(paths.DVC_LOCK.read_text()) or {}).get("stages", {})
-    except (OSError, yaml.YAMLError, AttributeError):  # no lock file yet, or not one DVC wrote
-        return tags
+    entries = dvc_lock_entries()
     for role, name in _upstream(stage).items():
         if isinstance(entries.get(name), dict):
             canonical = json.dumps(entries[name], sort_keys=True, separators=(",", ":"))
