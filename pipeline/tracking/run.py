@@ -196,10 +196,17 @@ class TrackedRun:
         content (MLflow keeps 36 characters), where it is, what it holds, and what for
         ("training", "evaluation")."""
         from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.exceptions import MlflowException
 
         dataset = Dataset(name=name, digest=digest[:_MAX_DIGEST], source_type="local",
                           source=json.dumps({"uri": source}), profile=json.dumps(dict(profile)))
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])])
+        inputs = [DatasetInput(dataset, [InputTag("mlflow.data.context", context)])]
+        try:
+            self.client.log_inputs(self.run_id, inputs)
+        except MlflowException:
+            # parallel jobs may insert the same data set at once: a server on PostgreSQL refuses the
+            # second insert; once one landed, logging again links this run to that row
+            self.client.log_inputs(self.run_id, inputs)
 
     def log_pytorch_model(self, module, name: str, code_paths: list[str]) -> str:
         """`module` as an MLflow model of this run (the UI's Models column), pickled with the

@@ -77,7 +77,9 @@ def test_training_writes_checkpoints_metrics_history_and_an_mlflow_run(trained):
     assert {t.key: t.value for t in dataset.tags}["mlflow.data.context"] == "training"
     wall_s = (run.info.end_time - run.info.start_time) / 1000
     print(f"run Duration {wall_s:.2f} s, duration_s {result['duration_s']:.2f} s")
-    assert wall_s == pytest.approx(result["duration_s"], abs=max(3.0, 0.1 * result["duration_s"]))
+    # the run spans its metered training and closes with its stage (the model is logged after the
+    # meter stops: seconds, more on a loaded machine), not when a later stage adds its scores
+    assert result["duration_s"] <= wall_s < result["duration_s"] + 60
     separator = mlflow.pytorch.load_model(run.data.tags["model_uri"])
     mixture = torch.randn(1, 2, 22050)
     with torch.no_grad():
