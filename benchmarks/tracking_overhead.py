@@ -125,7 +125,7 @@ def main() -> None:
 
     b, t = min(times["bare"]), min(times["tracked"])
     overhead = t / b - 1.0
-    steps = cfg.train.epoch_items // cfg.train.batch_size
+    steps = cfg.train.steps_per_epoch()
     print(f"variant {args.variant}: {cfg.train.max_epochs} epochs x {steps} steps of {len(separator_specs(cfg))} models "
           f"+ validation, best of {args.repeats}")
     print(f"  bare:    {b:7.1f} s   (runs: {', '.join(f'{x:.1f}' for x in times['bare'])})")

@@ -49,6 +49,8 @@ def _run(args, stage, cfg) -> None:
         stage.run(cfg)
     elif command == "plan":
         stage.run(cfg, as_json=args.json)
+    elif command == "train" and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        _torchrun(args)
     elif command == "train":
         stage.run(cfg, args.variant, args.seed)
     elif command == "forecast":
@@ -66,6 +68,16 @@ def _run(args, stage, cfg) -> None:
             stage.run(cfg, args.variant, args.seed, dry_run=args.dry_run, executor=args.executor, jobs=args.jobs,
                       partition=args.partition, account=args.account, gpus_per_job=args.gpus,
                       cpus_per_job=args.cpus, time_min=args.time_min, options=args.options)
+
+
+def _torchrun(args) -> None:
+    """`train --nproc N`: this command again as N data-parallel ranks on this machine (torchrun)."""
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+            "-m", "pipeline.cli", "train", "--variant", args.variant, "--params", args.params]
+    if args.seed is not None:
+        argv += ["--seed", str(args.seed)]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)
 
 
 def _positive_int(text: str) -> int:
@@ -98,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("train", "train a variant's models with one seed (stage train@VARIANT-seedN)")
     p.add_argument("--variant", required=True, metavar="NAME")
     seed(p)
+    p.add_argument("--nproc", type=_positive_int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (torchrun; the global batch is N x the batch; "
+                        "across nodes run `torchrun ... -m pipeline.cli train` yourself)")
     p = command("forecast", "predict a variant's training time and kWh from a few measured steps")
     p.add_argument("--variant", required=True, metavar="NAME")
     seed(p)

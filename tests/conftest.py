@@ -110,3 +110,6 @@ def pytest_terminal_summary(terminalreporter):
     written = sorted(p for p in ARTIFACTS.glob("*") if p.stat().st_mtime >= _STARTED) if ARTIFACTS.is_dir() else []
     for path in written:
         terminalreporter.write_line(f"test artifact (look at it): {path}")
+        if path.suffix == ".txt":  # a figure a test measured
+            for line in path.read_text().splitlines():
+                terminalreporter.write_line(f"  {line}")

@@ -121,15 +121,18 @@ class TrainConfig:
     plateau_patience: int = num(80, 1)
     valid_tracks: int = num(0, 0)  # 0 = every validation track
 
-    @property
-    def global_batch(self) -> int:
-        """Items per optimiser update: the batch times the accumulation steps."""
-        return self.batch_size * self.accum_steps
+    def global_batch(self, ranks: int = 1) -> int:
+        """Items per optimiser update: the batch of each of `ranks` data-parallel processes times
+        the ranks and the accumulation steps."""
+        return self.batch_size * ranks * self.accum_steps
 
-    @property
-    def effective_lr(self) -> float:
+    def effective_lr(self, ranks: int = 1) -> float:
         """The lr the optimiser starts from: `lr` scaled linearly from `lr_batch` to the global batch."""
-        return self.lr * self.batch_size * self.accum_steps / self.lr_batch
+        return self.lr * self.global_batch(ranks) / self.lr_batch
+
+    def steps_per_epoch(self, ranks: int = 1) -> int:
+        """Updates x accumulation steps per epoch: `epoch_items` in batches of batch x ranks."""
+        return self.epoch_items // (self.batch_size * ranks)
 
 
 @dataclass(frozen=True)

@@ -88,12 +88,14 @@ class EnergyMeter:
     """
 
     def __init__(self, cfg: EnergyConfig, out_dir: str | Path, project_name: str = "sepcost",
-                 previous: Mapping[str, float] | None = None, sample_s: float = 1.0):
+                 previous: Mapping[str, float] | None = None, sample_s: float = 1.0, process_root: int | None = None):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.project_name = _safe_name(project_name)
         self.previous = _check_previous(previous)
         self.sample_s = float(sample_s)
+        self.process_root = process_root  # whose process tree Green Algorithms prices (default: this one's)
+        self._elsewhere = dict.fromkeys(ENERGY_KEYS, 0.0)  # this execution's energy measured on other nodes
         self.intensity_g_per_kwh = carbon_intensity(cfg)  # a bad country fails here, before any work
         self.hardware = detect_hardware()
         self._gpus = [handle for _, handle, _ in nvml_gpus()]
@@ -154,7 +156,7 @@ class EnergyMeter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._tracker.start()
         self.methods.update(self._tracker.methods())
-        self._sampler = UsageSampler(self.sample_s, self._gpus)
+        self._sampler = UsageSampler(self.sample_s, self._gpus, root_pid=self.process_root)
         self._t0 = time.perf_counter()
         self._start_snap = self._sampler.start()
         threading.Thread(target=self._record_samples, name="sepcost-energy-samples", daemon=True).start()
@@ -173,7 +175,7 @@ class EnergyMeter:
         """Stop both methods (idempotent); returns this execution's totals."""
         with self._lock:
             if self._final is not None:
-                return dict(self._final)
+                return self.run_totals()
             if self._sampler is None:
                 raise RuntimeError("EnergyMeter.stop(): the meter was never started")
             self._sampling.set()
@@ -182,7 +184,7 @@ class EnergyMeter:
             self._final = self._assemble(snap, measure=False)
             self._final_inputs = self._ga_inputs(self._start_snap, snap)
             self.methods.update(self._tracker.methods())
-            return dict(self._final)
+            return self.run_totals()
 
     # -- Green Algorithms ------------------------------------------------------------------------
 
@@ -230,14 +232,22 @@ class EnergyMeter:
         ga = self._ga(self._ga_inputs(self._start_snap, snap))
         return self._figures(self._tracker.totals(measure), ga, snap.t - self._t0)
 
+    def include(self, elsewhere: Mapping[str, float]) -> None:
+        """This execution's energy so far on other machines (the other nodes of a data-parallel
+        training, gathered by its rank 0), added to `run_totals` from now on; durations aside."""
+        with self._lock:
+            self._elsewhere = {k: (0.0 if k == DURATION else float(elsewhere.get(k, 0.0))) for k in ENERGY_KEYS}
+
     def run_totals(self) -> dict[str, float]:
         """This execution's energy so far (no `previous`), keys `ENERGY_KEYS`."""
         with self._lock:
             if self._final is not None:
-                return dict(self._final)
-            if self._sampler is None:
-                return dict.fromkeys(ENERGY_KEYS, 0.0)
-            return self._assemble(self._sampler.snapshot(), measure=True)
+                own = self._final
+            elif self._sampler is None:
+                own = dict.fromkeys(ENERGY_KEYS, 0.0)
+            else:
+                own = self._assemble(self._sampler.snapshot(), measure=True)
+            return {k: own[k] + self._elsewhere[k] for k in ENERGY_KEYS}
 
     def totals(self) -> dict[str, float]:
         """Energy so far including `previous` executions: works mid-run, after stop and after an

@@ -61,8 +61,8 @@ class UsageSampler:
     snapshot reads the processes it last listed (a child started since is counted from the next
     listing on, with all its CPU time)."""
 
-    def __init__(self, interval_s: float, gpu_handles: list):
-        self._proc = psutil.Process()
+    def __init__(self, interval_s: float, gpu_handles: list, root_pid: int | None = None):
+        self._proc = psutil.Process(root_pid)  # None: this process
         self._procs = _tree(self._proc)
         self._interval = interval_s
         self._gpus = gpu_handles

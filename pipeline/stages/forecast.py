@@ -29,7 +29,7 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
     out = paths.forecast_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
 
-    steps_per_epoch = cfg.train.epoch_items // cfg.train.batch_size
+    steps_per_epoch = cfg.train.steps_per_epoch()
     measured = min(steps, steps_per_epoch)
     if measured < steps:
         print(f"forecast: {cfg.run}: an epoch has {steps_per_epoch} steps; measuring {measured}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,71 +27,135 @@ from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import TrackStore
-from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
+from pipeline.energy.meter import EnergyMeter
+from pipeline.errors import UserError
+from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast
-from pipeline.training.loop import STEPS_S, run_epoch
+from pipeline.training.distributed import World, random_state, restore_random_state
+from pipeline.training.loop import STEPS_S, Stopper, run_epoch
+from pipeline.training.preemption import StopSignals
 from pipeline.training.resume import fingerprint, resumable
 from pipeline.training.slot import Slot, init_umx_stats, make_slot
 from pipeline.training.validation import VALID, load_validation_tracks, mixture_usdr
 
 
 def run(study: Config, variant: str, seed: int | None = None) -> dict:
+    """Train the run (variant, seed) on this process, or as one rank of a torchrun training."""
     cfg = resolve(study, variant, seed)
-    device = pick_device(cfg.runtime.device)
+    world = World.from_env()
+    try:
+        return _train(cfg, world)
+    finally:
+        world.close()
+
+
+@contextmanager
+def _metered(cfg: Config, world: World, out: Path, spent: dict):
+    """Rank 0's MLflow run and meter; a meter without a run on the first rank of every other node
+    (their energy is gathered into rank 0's); nothing on the other ranks. A node's meter covers its
+    CPU and RAM once, its GPUs, and for Green Algorithms the process tree of all its ranks (their
+    parent, torchrun's agent)."""
+    root = os.getppid() if world.distributed else None
+    if world.main:
+        with tracking.metered(cfg, f"train@{cfg.run}", out, previous=spent, process_root=root,
+                              ranks=world.size) as (mlrun, meter):
+            meter.methods.update(world_size=world.size, nodes=world.nodes,
+                                 ranks=("one meter per node: its CPU and RAM once, the GPUs of its ranks"
+                                        if world.distributed else "one process"))
+            yield mlrun, meter
+    elif world.node_leader:
+        with EnergyMeter(cfg.energy, out_dir=out / f"rank{world.rank}", project_name=f"train@{cfg.run}",
+                         process_root=root) as meter:
+            yield None, meter
+    else:
+        yield None, None
+
+
+def _train(cfg: Config, world: World) -> dict:
+    device = world.device(pick_device(cfg.runtime.device))
     manifest = load_manifest()
     out = paths.model_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
     last_path, energy_path = out / "last.pt", out / "energy.json"
     fp = fingerprint(cfg, manifest)
     resume, spent = resumable(last_path, energy_path, fp)
+    if resume and resume.get("world_size", 1) != world.size:
+        raise UserError(f"{last_path}: written by a training on {resume.get('world_size', 1)} ranks, resumed on "
+                        f"{world.size}: resume it on as many (the items of each rank depend on it), or delete it")
 
-    with tracking.metered(cfg, f"train@{cfg.run}", out, previous=spent) as (mlrun, meter):  # set-up included
-        if resume:
+    # set-up included; a stop signal from here on ends the training after a whole step
+    with _metered(cfg, world, out, spent) as (mlrun, meter), StopSignals() as signals:
+        if resume and mlrun:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
             tracking.close_lost(cfg.tracking, resume.get("mlflow_run_id"), closed_by=mlrun.run_id)
-        mlrun.log_dataset(**manifest.dataset(), context="training")
+        if mlrun:
+            mlrun.log_dataset(**manifest.dataset(), context="training")
         store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
-        slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
+        slots = [make_slot(cfg, spec, manifest, store, device, i, ranks=world.size)
+                 for i, spec in enumerate(separator_specs(cfg))]
         history: list[dict] = []
         start_epoch = 0
         per_epoch: dict = {}  # the first epoch's cost, from which the forecast is scaled
+        progress: dict = {}  # how far each model got in an epoch a stop signal interrupted
         if resume:
             for slot, state in zip(slots, resume["slots"]):
                 slot.restore(state)
             history, start_epoch, per_epoch = resume["history"], resume["epoch"], resume.get("per_epoch", {})
-            print(f"train: resuming {cfg.run} after epoch {start_epoch} from {last_path}")
+            progress = resume.get("progress", {})
+            restore_random_state(resume["random"][world.rank])
+            where = f"in epoch {start_epoch + 1}" if progress else f"after epoch {start_epoch}"
+            print(f"train: resuming {cfg.run} {where} from {last_path}")
         elif cfg.model.arch == "umx":
             for slot in slots:
                 init_umx_stats(slot)
-        valid = load_validation_tracks(cfg, manifest)
+        valid = load_validation_tracks(cfg, manifest) if world.main else []
         params = sum(count_parameters(s.model) for s in slots)
+        stopper = Stopper(signals, world)
 
         def save_state(complete: bool) -> None:
-            checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
-                             "history": history, "per_epoch": per_epoch, "complete": complete,
-                             "mlflow_run_id": mlrun.run_id}, last_path)
+            """last.pt, with every rank's random generators; the energy first: a checkpoint on
+            disk always has its execution's energy recorded."""
+            # the other nodes' energy so far, into rank 0's meter
+            elsewhere = world.sum_over_nodes(meter.run_totals() if meter and not world.main else {}, ENERGY_KEYS)
+            if world.main:
+                meter.include(elsewhere)
+            randomness = world.gather(random_state())
+            if world.main:
+                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
+                checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
+                                 "history": history, "per_epoch": per_epoch, "complete": complete,
+                                 "progress": progress, "random": randomness, "world_size": world.size,
+                                 "mlflow_run_id": mlrun.run_id}, last_path)
 
         try:
             for epoch in range(start_epoch, cfg.train.max_epochs):
                 if all(s.stopped for s in slots):
                     break
-                history.append(run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history))
-                if not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
+                row, progress = run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history,
+                                          world, stopper, progress)
+                if row is None:
+                    save_state(complete=False)
+                    print(f"train: {cfg.run} stopped in epoch {epoch + 1}; `sepcost train` resumes it there")
+                    raise tracking.Terminated(stopper.signum)
+                history.append(row)
+                if mlrun and not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
                     per_epoch = {k: meter.totals()[k] for k in forecast.FIGURES}
                     mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
-                else:
+                elif mlrun:
                     mlrun.log_epoch(epoch, history[-1])
-                # the energy first: a checkpoint on disk always has its execution's energy recorded
-                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
                 save_state(complete=False)
-                _save_best(out / "best.pt", cfg, slots)
+                if world.main:
+                    _save_best(out / "best.pt", cfg, slots)
         finally:
-            write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
+            if world.main:
+                write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
 
         save_state(complete=True)
-        result = _summary(cfg, slots, history, params)
+        if not world.main:
+            return {}
+        result = _summary(cfg, slots, history, params, world)
         result.update(meter.totals())  # both methods' totals and their CPU / GPU / RAM parts
         if per_epoch:
             predicted = forecast.forecast(per_epoch, cfg.train)
@@ -128,10 +194,11 @@ def _save_best(path: Path, cfg: Config, slots: list[Slot]) -> None:
     ])
 
 
-def _summary(cfg: Config, slots: list[Slot], history: list[dict], params: int) -> dict:
-    """The training's figures: epochs, parameters, lr, and each target's best validation uSDR."""
-    result = {"variant": cfg.variant, "seed": cfg.seed, "run": cfg.run, "epochs": len(history), "params": int(params), PARAMS_M: params / 1e6,
-              LR_EFFECTIVE: cfg.train.effective_lr, "global_batch": cfg.train.global_batch}
+def _summary(cfg: Config, slots: list[Slot], history: list[dict], params: int, world: World) -> dict:
+    """The training's figures: epochs, parameters, lr, ranks, and each target's best validation uSDR."""
+    result = {"variant": cfg.variant, "seed": cfg.seed, "run": cfg.run, "epochs": len(history), "params": int(params),
+              PARAMS_M: params / 1e6, LR_EFFECTIVE: cfg.train.effective_lr(world.size),
+              "global_batch": cfg.train.global_batch(world.size), "world_size": world.size}
     for slot in slots:
         best = history[slot.best_epoch - 1] if slot.best_epoch > 0 else history[-1]
         for t in slot.targets:

@@ -59,9 +59,10 @@ def declared_change(config: Config) -> str:
     return ", ".join(f"{k}={v}" for k, v in flat.items()) or "none (the base recipe)"
 
 
-def run_params(config: Config, stage: str) -> dict[str, str]:
+def run_params(config: Config, stage: str, ranks: int = 1) -> dict[str, str]:
     """The params of a run: for a variant's run its recipe (the model's own architecture only), the
-    optimiser's effective lr and global batch, its seed and declared change; for a study stage the
+    optimiser's effective lr and global batch (on `ranks` data-parallel processes), its seed and
+    declared change; for a study stage the
     sections it reads (`STAGE_SECTIONS`); none for the others (report, score)."""
     data = config.as_dict()
     if not config.variant:
@@ -69,7 +70,7 @@ def run_params(config: Config, stage: str) -> dict[str, str]:
                 if k not in NOT_DECISIVE}
     arch = config.model.arch
     data["model"] = {k: v for k, v in data["model"].items() if not isinstance(v, dict) or k == arch}
-    data["train"].update(lr_effective=config.train.effective_lr, global_batch=config.train.global_batch)
+    data["train"].update(lr_effective=config.train.effective_lr(ranks), global_batch=config.train.global_batch(ranks))
     params = {k: v for k, v in _flatten(data, VARIANT_SECTIONS).items() if k not in NOT_DECISIVE}
     return {**params, "seed": str(config.seed), "variant": config.variant, "change": declared_change(config)}
 

@@ -287,7 +287,7 @@ class TrackedRun:
             self.client.set_terminated(self.run_id, status=status)
 
 
-def _open(config: Config, stage: str, run_name: str | None, parent: str | None) -> TrackedRun:
+def _open(config: Config, stage: str, run_name: str | None, parent: str | None, ranks: int) -> TrackedRun:
     from mlflow.entities import Param
 
     mlflow_client = client(config.tracking)
@@ -298,19 +298,19 @@ def _open(config: Config, stage: str, run_name: str | None, parent: str | None) 
         tags[PARENT_TAG] = parent
     created = mlflow_client.create_run(store.experiment_id(config.tracking), run_name=name, tags=tags)
     tracked = TrackedRun(mlflow_client, created.info.run_id)
-    tracked._batch(params=[Param(k, v) for k, v in provenance.run_params(config, stage).items()])
+    tracked._batch(params=[Param(k, v) for k, v in provenance.run_params(config, stage, ranks).items()])
     return tracked
 
 
 @contextmanager
 def run(config: Config, stage: str, run_name: str | None = None,
-        parent: str | None = None) -> Iterator[TrackedRun]:
+        parent: str | None = None, ranks: int = 1) -> Iterator[TrackedRun]:
     """A new MLflow run around one execution of `stage` (e.g. "train@base-seed42") of
     `config.variant`, named after the run (or `run_name`, e.g. "mixture" for a reference row), with
-    its params and provenance tags, a child of run `parent` if given (an evaluation of its
-    training's run). Ends FINISHED, FAILED on an exception, KILLED on KeyboardInterrupt or SIGTERM;
+    its params (of a training on `ranks` data-parallel processes) and provenance tags, a child of
+    run `parent` if given (an evaluation of its training's run). Ends FINISHED, FAILED on an exception, KILLED on KeyboardInterrupt or SIGTERM;
     the watched energy is logged in every case and the exception is re-raised."""
-    tracked = _open(config, stage, run_name, parent)
+    tracked = _open(config, stage, run_name, parent, ranks)
     tracked.start_heartbeat()
     in_main = threading.current_thread() is threading.main_thread()
     previous_handler = None

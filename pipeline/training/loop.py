@@ -1,9 +1,14 @@
 """The training loop: steps of every model side by side, and one epoch (train, validate, early
-stopping, lr) of all the models still training. Imports the slot, the recipe's loss, validation,
-`pipeline.runtime` and `pipeline.names`.
+stopping, lr) of all the models still training, on this process or on every data-parallel rank.
+
+An epoch stops between two updates when a stop signal came (`Stopper`); how far each model got
+(`progress`) is what an interrupted epoch resumes from, and with the random state the checkpoint
+keeps, it continues exactly as if it had never stopped. Imports the slot, the recipe's loss,
+validation, `training.distributed`, `training.preemption`, `pipeline.runtime` and `pipeline.names`.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -11,8 +16,10 @@ import torch
 from tqdm import tqdm
 
 from pipeline.config.schema import Config
-from pipeline.names import EPOCH, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, TARGETS
+from pipeline.names import DURATION, ENERGY_KEYS, EPOCH, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, TARGETS
 from pipeline.runtime import autocast, side_by_side
+from pipeline.training.distributed import World, rank_items
+from pipeline.training.preemption import StopSignals
 from pipeline.training.recipe import loss_fn
 from pipeline.training.slot import Slot
 from pipeline.training.validation import VALID, validate
@@ -20,8 +27,10 @@ from pipeline.training.validation import VALID, validate
 STEPS_S = "steps_s_"  # the seconds a model's steps took in an epoch, by model
 
 
-def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Config, device, update: bool) -> float:
-    """Forward and backward one batch; `update` applies the accumulated gradients (clipped)."""
+def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Config, device, update: bool,
+               world: World) -> float:
+    """Forward and backward one batch; `update` averages the accumulated gradients over the ranks
+    and applies them (clipped)."""
     train = cfg.train
     mixture, sources = mixture.to(device), sources.to(device)
     reference = sources[:, [TARGETS.index(t) for t in slot.targets]]
@@ -30,6 +39,7 @@ def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Co
     loss = loss_fn(train.loss, slot.model, wave.float(), spec, reference)
     (loss / train.accum_steps).backward()
     if update:
+        world.average_gradients(slot.model)
         if train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(slot.model.parameters(), train.grad_clip)
         slot.optimizer.step()
@@ -37,12 +47,14 @@ def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Co
     return loss.item()
 
 
-def batches(slot: Slot, cfg: Config, epoch: int):
-    """The epoch's batches of a model's sampler."""
+def batches(slot: Slot, cfg: Config, epoch: int, world: World, first: int, steps: int):
+    """This rank's batches of a model's sampler for steps `first` .. `steps` - 1 of the epoch.
+    DataLoader draws a seed for its workers from the generator it is given: a private one, so
+    that the global generator (dropout's) does not depend on how often an epoch was resumed."""
     slot.sampler.set_epoch(epoch)
-    loader = torch.utils.data.DataLoader(
-        slot.sampler, batch_size=cfg.train.batch_size, drop_last=True, num_workers=cfg.runtime.num_workers
-    )
+    items = [i for step in range(first, steps) for i in rank_items(step, cfg.train.batch_size, world)]
+    loader = torch.utils.data.DataLoader(slot.sampler, batch_size=cfg.train.batch_size, sampler=items,
+                                         num_workers=cfg.runtime.num_workers, generator=torch.Generator())
     return iter(loader)
 
 
@@ -51,49 +63,96 @@ def _uses_dropout(model: torch.nn.Module) -> bool:
                for m in model.modules())
 
 
-def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int,
-                desc: str) -> dict[str, tuple[float, float]]:
-    """`steps` steps of each model on its epoch's batches, the models side by side.
+class Stopper:
+    """Whether the training stops after this step: a stop signal any rank received, agreed by all
+    ranks after each update (`after_update`), so they all stop after the same one."""
 
-    Returns each model's mean training loss and the seconds its steps took, by its name (the share
-    of a training's energy each target's model takes is its share of those seconds).
+    def __init__(self, signals: StopSignals | None, world: World):
+        self.signals, self.world = signals, world
+        self.signum = 0
+
+    def after_update(self) -> bool:
+        if not self.signum:
+            local = self.signals.requested if self.signals else 0
+            self.signum = self.world.agree(local) if self.world.distributed else local
+        return bool(self.signum)
+
+    def local(self) -> bool:
+        """This rank was asked to stop (no agreement: validation is rank 0's alone)."""
+        return bool(self.signum or (self.signals and self.signals.requested))
+
+
+def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.device, steps: int, desc: str,
+                world: World = World(), stopper: Stopper | None = None,
+                progress: dict | None = None) -> dict[str, dict]:
+    """Steps of each model up to `steps` on its epoch's batches, the models side by side, from
+    where `progress` (an interrupted epoch's) left them; a `stopper` ends them after the update it
+    asks for.
+
+    Returns each model's progress by its name: {"steps" done, their "losses", the "seconds" they
+    took} (the share of a training's energy each target's model takes is its share of the seconds).
     """
     train = cfg.train
-    bar = tqdm(total=steps * len(active), desc=desc, unit="step", leave=False)
+    progress = progress or {}
+    stopper = stopper or Stopper(None, world)
+    done = sum(progress.get(s.name, {}).get("steps", 0) for s in active)
+    bar = tqdm(total=steps * len(active), initial=done, desc=desc, unit="step", leave=False, disable=not world.main)
 
-    def run(slot: Slot) -> tuple[float, float]:
+    def run(slot: Slot) -> dict:
+        state = progress.get(slot.name, {"steps": 0, "losses": [], "seconds": 0.0})
+        if stopper.signum:  # stopped before this model's turn: it starts there when resumed
+            return state
+        losses, step = list(state["losses"]), state["steps"]
         started = time.perf_counter()
         slot.model.train()
-        loader = batches(slot, cfg, epoch)
-        losses = []
-        for step in range(steps):
+        loader = batches(slot, cfg, epoch, world, step, steps)
+        while step < steps:  # a stop comes between updates: accumulated gradients are never lost
             update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
-            losses.append(train_step(slot, *next(loader), cfg, device, update))
+            losses.append(train_step(slot, *next(loader), cfg, device, update, world))
+            step += 1
             bar.update()
-        return float(np.mean(losses)), time.perf_counter() - started
+            if update and stopper.after_update():
+                break
+        return {"steps": step, "losses": losses, "seconds": state["seconds"] + time.perf_counter() - started}
 
     # Dropout draws from torch's one global generator: models that use it run one after the
-    # other, so that their draws (and results) do not depend on thread timing.
-    parallel = 1 if any(_uses_dropout(s.model) for s in active) else len(active)
-    with side_by_side(parallel, device, cfg.runtime.threads) as (pool, _):
-        losses = list(pool.map(run, active))
+    # other, so that their draws (and results) do not depend on thread timing; so do the models
+    # of a data-parallel training, whose ranks must reach their collectives in the same order.
+    sequential = world.distributed or any(_uses_dropout(s.model) for s in active)
+    with side_by_side(1 if sequential else len(active), device, cfg.runtime.threads) as (pool, _):
+        reached = list(pool.map(run, active))
     bar.close()
-    return {s.name: loss for s, loss in zip(active, losses)}
+    return {s.name: r for s, r in zip(active, reached)}
 
 
 def run_epoch(slots: list[Slot], cfg: Config, epoch: int, device, valid: list[dict], sample_rate: int,
-              meter, history: list[dict]) -> dict:
-    """Train and validate every active model for one epoch, update early stopping and the lr, and
-    return the epoch's row of the history."""
+              meter, history: list[dict], world: World = World(), stopper: Stopper | None = None,
+              progress: dict | None = None) -> tuple[dict | None, dict]:
+    """Train and validate every active model for one epoch (from `progress`, where an interrupted
+    one stopped), update early stopping and the lr. Returns the epoch's row of the history, or
+    None and how far the models got when the `stopper` ended it; on data-parallel ranks, rank 0
+    validates and every rank gets its scores."""
     started = time.perf_counter()
     active = [s for s in slots if not s.stopped]
-    with meter.task(f"epoch {epoch + 1}") as task:
-        steps = cfg.train.epoch_items // cfg.train.batch_size
-        losses = train_steps(active, cfg, epoch, device, steps, desc=f"epoch {epoch + 1}/{cfg.train.max_epochs}")
-        scores = validate([s.model for s in active], valid, cfg, sample_rate, device)
-    row = {"epoch": epoch + 1, "train_loss": float(np.mean([loss for loss, _ in losses.values()]))}
-    row.update({f"train_loss_{name}": loss for name, (loss, _) in losses.items()})
-    row.update({f"{STEPS_S}{name}": seconds for name, (_, seconds) in losses.items()})
+    stopper = stopper or Stopper(None, world)
+    steps = cfg.train.steps_per_epoch(world.size)
+    with meter.task(f"epoch {epoch + 1}") if meter else contextlib.nullcontext() as task:
+        reached = train_steps(active, cfg, epoch, device, steps, f"epoch {epoch + 1}/{cfg.train.max_epochs}",
+                              world, stopper, progress)
+        scores = None
+        if not stopper.signum:
+            if world.main:
+                scores = validate([s.model for s in active], valid, cfg, sample_rate, device, should_stop=stopper.local)
+            scores = world.from_main(scores)
+    energy = world.sum_over_nodes(task.energy if task else {}, ENERGY_KEYS, wall=(DURATION,))
+    if scores is None:  # stopped: in a step, or while rank 0 validated
+        stopper.signum = stopper.signum or world.from_main(stopper.signals.requested if stopper.signals else 0)
+        return None, reached
+    row = {"epoch": epoch + 1}
+    losses = {name: world.mean(float(np.mean(r["losses"]))) for name, r in reached.items()}
+    row["train_loss"] = float(np.mean(list(losses.values())))
+    row.update({f"train_loss_{name}": loss for name, loss in losses.items()})
+    row.update({f"{STEPS_S}{name}": r["seconds"] for name, r in reached.items()})
     for slot in active:
         slot.end_epoch(epoch, usdr=float(np.mean([scores[f"{VALID}usdr_{t}"] for t in slot.targets])),
                        loss=float(np.mean([scores[f"{VALID}loss_{t}"] for t in slot.targets])), train=cfg.train)
@@ -107,6 +166,6 @@ def run_epoch(slots: list[Slot], cfg: Config, epoch: int, device, valid: list[di
     row[f"{VALID}usdr_avg"] = float(np.mean([row[f"{VALID}usdr_{t}"] for t in cfg.targets]))
     row["lr"] = float(np.mean([s.optimizer.param_groups[0]["lr"] for s in slots]))
     row["epoch_s"] = time.perf_counter() - started
-    row[f"{EPOCH}{KWH_CODECARBON}"] = task[KWH_CODECARBON]
-    row[f"{EPOCH}{KWH_GREEN_ALGORITHMS}"] = task[KWH_GREEN_ALGORITHMS]
-    return row
+    row[f"{EPOCH}{KWH_CODECARBON}"] = energy[KWH_CODECARBON]
+    row[f"{EPOCH}{KWH_GREEN_ALGORITHMS}"] = energy[KWH_GREEN_ALGORITHMS]
+    return row, {}

@@ -25,8 +25,9 @@ def loss_fn(kind: str, model, wave: torch.Tensor, spec: torch.Tensor, reference:
     return loss
 
 
-def optimiser(model: torch.nn.Module, train: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.Adam(model.parameters(), lr=train.effective_lr, weight_decay=train.weight_decay)
+def optimiser(model: torch.nn.Module, train: TrainConfig, ranks: int = 1) -> torch.optim.Optimizer:
+    """Adam at the lr of the global batch of `ranks` data-parallel processes."""
+    return torch.optim.Adam(model.parameters(), lr=train.effective_lr(ranks), weight_decay=train.weight_decay)
 
 
 def scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):

@@ -74,11 +74,13 @@ class Slot:
             self.scheduler.step()
 
 
-def make_slot(cfg: Config, spec: dict, manifest: Manifest, store: TrackStore, device: torch.device, index: int) -> Slot:
-    """The `index`-th model of a variant, initialised from seed + index."""
+def make_slot(cfg: Config, spec: dict, manifest: Manifest, store: TrackStore, device: torch.device, index: int,
+              ranks: int = 1) -> Slot:
+    """The `index`-th model of a variant, initialised from seed + index (the same on every one of
+    `ranks` data-parallel processes)."""
     torch.manual_seed(cfg.seed + index)
     model = build_separator(spec).to(device)
-    optimizer = recipe.optimiser(model, cfg.train)
+    optimizer = recipe.optimiser(model, cfg.train, ranks)
     target = spec["targets"][0] if len(spec["targets"]) == 1 else None
     sampler = TrainingSampler(cfg, manifest, target=target, store=store)
     return Slot(spec, model, optimizer, recipe.scheduler(optimizer, cfg.train), sampler)

@@ -22,16 +22,20 @@ VALID = "valid_"  # the prefix of validation scores: valid_usdr_vocals, valid_lo
 
 
 @torch.no_grad()
-def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, device, desc="validation") -> dict:
+def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, device, desc="validation",
+             should_stop=lambda: False) -> dict | None:
     """Whole-track separation of validation tracks: uSDR and loss per target, means over tracks.
 
     The loss is the training loss on whole tracks, with the STFT of the estimate standing for the
-    masked STFT; `valid_loss` is its mean over targets.
+    masked STFT; `valid_loss` is its mean over targets. None when `should_stop()` turned true
+    before the last track (a stop signal: validation is redone when the training resumes).
     """
     targets = [t for m in models for t in m.spec["targets"]]
     owner = [m for m in models for _ in m.spec["targets"]]
 
-    def score(track: dict) -> dict:
+    def score(track: dict) -> dict | None:
+        if should_stop():
+            return None
         estimates = separate(models, torch.from_numpy(track["mixture"]), cfg.eval, sample_rate, device)
         reference = torch.from_numpy(np.stack([track[t] for t in targets]))
         out = {}
@@ -44,6 +48,8 @@ def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, de
 
     with side_by_side(len(tracks), torch.device(device), cfg.runtime.threads) as (pool, _):
         per_track = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=desc, unit="track", leave=False))
+    if any(row is None for row in per_track):
+        return None
     scores = {k: [row[k] for row in per_track] for k in per_track[0]}
     result = {k: float(np.mean(v)) for k, v in scores.items()}
     result[f"{VALID}loss"] = float(np.mean([result[f"{VALID}loss_{t}"] for t in targets]))

@@ -107,7 +107,7 @@ def test_paper_values_have_one_home():
     cfg = config.load(REPO / "configs/paper.yaml")
     assert cfg.train == config.TrainConfig() and cfg.model == config.ModelConfig()
     assert (cfg.train.lr, cfg.train.lr_batch, cfg.train.batch_size) == (1e-3, 16, 8)
-    assert cfg.train.effective_lr == pytest.approx(5e-4)  # 1e-3 at 16, linearly to the global batch of 8
+    assert cfg.train.effective_lr() == pytest.approx(5e-4)  # 1e-3 at 16, linearly to the global batch of 8
     assert list(cfg.variants) == list(config.variants.PAPER_VARIANTS)
 
 

@@ -53,7 +53,7 @@ def test_a_variants_params_are_its_recipe_seed_and_change():
                  variant="large", seed=43)
     params = provenance.run_params(cfg, "train@large-seed43")
     assert params["train.lr"] == str(cfg.train.lr) and params["model.bsrnn.n"] == str(cfg.model.bsrnn.n)
-    assert params["train.lr_effective"] == str(cfg.train.effective_lr)
+    assert params["train.lr_effective"] == str(cfg.train.effective_lr())
     assert params["seed"] == "43" and params["variant"] == "large"
     assert params["change"] == "model.bsrnn.n=16, train.patience=9"  # the declared change, seeds aside
     assert not any(k.startswith(("model.umx", "data", "energy", "tracking", "sad", "variants", "runtime"))

@@ -1,0 +1,140 @@
+"""A training stopped by a signal mid-epoch resumes and ends with the weights of one never stopped;
+data-parallel ranks (real torchrun, gloo) train as one process at the same global batch."""
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from pipeline import config, paths
+from pipeline.checkpoint import load_models, load_state
+from pipeline.training.loop import _uses_dropout
+from tests.conftest import ARTIFACTS, REPO, TINY, write_params
+
+pytestmark = pytest.mark.slow
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _study(prepared_study, folder, overrides):
+    shutil.copytree(prepared_study, folder)
+    write_params(folder, overrides)
+    assert subprocess.run([sys.executable, "-m", "pipeline.cli", "resolve"], cwd=folder, env=ENV).returncode == 0
+    return folder
+
+
+def _train(folder, variant, *extra):
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant, *extra], cwd=folder,
+                          env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _runs(folder):
+    client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
+    found = client.get_experiment_by_name(config.load(folder / "params.yaml").tracking.experiment)
+    runs = client.search_runs([found.experiment_id], run_view_type=3, order_by=["attributes.start_time ASC"])
+    return [r for r in runs if r.data.tags.get("dvc.stage", "").startswith("train@")]
+
+
+def _weights(folder, run):
+    """Every model's weights and optimiser state at the end of the training."""
+    state = load_state(folder / paths.model_dir(run) / "last.pt")
+    assert state["complete"]
+    return [(s["model"], s["optimizer"]["state"]) for s in state["slots"]]
+
+
+def _identical(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_identical(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+# Open-Unmix draws dropout masks from torch's generator; base has no dropout but trains its four
+# models side by side in threads.
+CASES = {
+    "base": {"base": {"train": {"epoch_items": 96, "max_epochs": 3}}},
+    "umx": {"umx": {"train": {"epoch_items": 96, "max_epochs": 3}}},
+}
+
+
+@pytest.mark.parametrize("variant", list(CASES))
+def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped(prepared_study, tmp_path, variant):
+    overrides = {**TINY, "variants": CASES[variant]}
+    run = f"{variant}-seed42"
+    whole = _study(prepared_study, tmp_path / "whole", overrides)
+    _train(whole, variant)
+
+    stopped = _study(prepared_study, tmp_path / "stopped", overrides)
+    last = stopped / paths.model_dir(run) / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant], cwd=stopped,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not last.exists():  # the first epoch's checkpoint: the signal lands in the second epoch
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    exit_s = time.monotonic() - sent
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+
+    state = load_state(last)
+    steps = state["progress"]
+    per_epoch = config.resolve(config.load(stopped / "params.yaml"), variant).train.steps_per_epoch()
+    assert state["epoch"] == 1 and 0 < sum(p["steps"] for p in steps.values()) < per_epoch * len(state["slots"])
+    step_s = sum(p["seconds"] for p in steps.values()) / sum(p["steps"] for p in steps.values())
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / f"preemption-{variant}.txt").write_text(
+        f"{variant}: SIGTERM mid-epoch to exit {exit_s:.2f} s; a step of its models takes {step_s:.3f} s here, the "
+        "rest is the checkpoint, closing the MLflow run with its energy, and the interpreter's exit\n")
+    killed, = _runs(stopped)
+    assert killed.info.status == "KILLED" and killed.data.metrics["run_energy_kwh_codecarbon"] > 0
+
+    _train(stopped, variant)
+    models = load_models(whole / paths.model_dir(run) / "best.pt")
+    assert any(_uses_dropout(m) for m in models) == (variant == "umx")  # umx: the random state is tested
+    assert _identical(_weights(whole, run), _weights(stopped, run))
+    first, resumed = _runs(stopped)
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["resumed_from"] == first.info.run_id
+
+
+def test_two_gloo_ranks_train_as_one_process_at_the_same_global_batch(prepared_study, tmp_path):
+    """torchrun with 2 ranks at batch 2 against one process at batch 4: the same items make each
+    global batch and the averaged gradients are the batch's, so the losses, scores and weights
+    agree to float rounding; only rank 0 opens an MLflow run, and the node is metered once."""
+    ranks = _study(prepared_study, tmp_path / "ranks", {**TINY, "variants": {"base": {"train": {"batch_size": 2}}}})
+    _train(ranks, "base", "--nproc", "2")
+    single = _study(prepared_study, tmp_path / "single", {**TINY, "variants": {"base": {"train": {"batch_size": 4}}}})
+    _train(single, "base")
+
+    def history(folder):
+        with open(folder / paths.train_history("base-seed42")) as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+    for a, b in zip(history(ranks), history(single), strict=True):
+        for key in ("train_loss", "valid_usdr_avg", "valid_loss"):
+            assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-4, abs=1e-5), key
+    # Adam divides by the root of the squared gradients: a parameter whose gradients are rounding
+    # noise moves by up to the lr either way, so each model is compared as a whole
+    for (wa, _), (wb, _) in zip(_weights(ranks, "base-seed42"), _weights(single, "base-seed42"), strict=True):
+        apart = sum((wa[k] - wb[k]).square().sum() for k in wa).sqrt()
+        assert apart / sum(w.square().sum() for w in wb.values()).sqrt() < 1e-3
+
+    run, = _runs(ranks)  # rank 1 opened none
+    assert run.info.status == "FINISHED" and run.data.metrics["world_size"] == 2
+    assert run.data.params["train.global_batch"] == "4" and run.data.params["train.lr_effective"] \
+        == _runs(single)[0].data.params["train.lr_effective"]
+    tags = run.data.tags
+    assert tags["energy.method.world_size"] == "2" and tags["energy.method.nodes"] == "1"
+    # one meter on the node (rank 0's): no second CodeCarbon measurement of its CPU and RAM
+    assert not list((ranks / paths.model_dir("base-seed42")).glob("rank*"))
