@@ -71,13 +71,25 @@ def _run(args, stage, cfg) -> None:
 
 
 def _torchrun(args) -> None:
-    """`train --nproc N`: this command again as N data-parallel ranks on this machine (torchrun)."""
-    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={args.nproc}",
+    """`train --nproc N`: this command again as N data-parallel ranks on this machine, under
+    torchrun's agent in this process. A stop signal reaches every rank through the agent; the
+    command then exits as a rank does (128 + the signal's number), and a failed rank is named."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    argv = ["--standalone", f"--nproc-per-node={args.nproc}",
             "-m", "pipeline.cli", "train", "--variant", args.variant, "--params", args.params]
     if args.seed is not None:
         argv += ["--seed", str(args.seed)]
-    sys.stdout.flush()
-    os.execv(sys.executable, argv)
+    try:
+        run(parse_args(argv))
+    except SignalException as err:
+        raise SystemExit(128 + int(err.sigval)) from None
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        raise UserError(f"rank {rank} of {args.nproc} failed with exit code {failure.exitcode} "
+                        "(its error is printed above)") from None
 
 
 def _positive_int(text: str) -> int:

@@ -106,7 +106,8 @@ def _train(cfg: Config, world: World) -> dict:
             progress = resume.get("progress", {})
             restore_random_state(resume["random"][world.rank])
             where = f"in epoch {start_epoch + 1}" if progress else f"after epoch {start_epoch}"
-            print(f"train: resuming {cfg.run} {where} from {last_path}")
+            if world.main:
+                print(f"train: resuming {cfg.run} {where} from {last_path}")
         elif cfg.model.arch == "umx":
             for slot in slots:
                 init_umx_stats(slot)
@@ -137,7 +138,8 @@ def _train(cfg: Config, world: World) -> dict:
                                           world, stopper, progress)
                 if row is None:
                     save_state(complete=False)
-                    print(f"train: {cfg.run} stopped in epoch {epoch + 1}; `sepcost train` resumes it there")
+                    if world.main:
+                        print(f"train: {cfg.run} stopped in epoch {epoch + 1}; `sepcost train` resumes it there")
                     raise tracking.Terminated(stopper.signum)
                 history.append(row)
                 if mlrun and not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
