@@ -29,7 +29,7 @@ from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
 from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
 from pipeline.jobs.job import RunJob
-from pipeline.names import run_key
+from pipeline.names import EPOCH, KWH_CODECARBON, RUN, run_key
 from pipeline.tracking.provenance import dvc_lock_entries
 
 RECORD = "launch.json"
@@ -182,7 +182,10 @@ def status(cfg: Config) -> list[dict]:
         if found:
             m = found[0].data.metrics
             row["epoch"] = int(m["epoch"]) if "epoch" in m else ""
-            row["kwh"] = m.get("run_energy_kwh_codecarbon", "")
+            row["kwh"] = m.get(f"{RUN}{KWH_CODECARBON}", "")
+            if row["kwh"] == "" and found[0].info.status == "RUNNING":  # its epochs so far
+                history = client.get_metric_history(found[0].info.run_id, f"{EPOCH}{KWH_CODECARBON}")
+                row["kwh"] = sum(point.value for point in history) if history else ""
             if "forecast_duration_s" in m and found[0].info.status == "RUNNING":
                 spent = time.time() - found[0].info.start_time / 1000
                 row["eta_min"] = max(0.0, (m["forecast_duration_s"] - spent) / 60)
