@@ -39,7 +39,8 @@ How the fast path computes the same numbers (float64 throughout, torch, CPU or G
   instead (see `toeplitz.solve_block_toeplitz`);
 - the framewise projections are products of frame spectra with filter spectra (every frame,
   target and channel of a chunk of frames at once; no Python loop over frames), and every energy
-  comes from Parseval's identity on the zero-padded full convolutions (no inverse FFT). With a single
+  comes from Parseval's identity on the zero-padded full convolutions (no inverse FFT); frames
+  museval does not score (a silent target) are skipped, as museval skips them. With a single
   target both projections are computed alike, so e_interf = 0 and SIR = +inf, as in museval.
 - on the CPU, torch runs on one thread per worker (see `_single_thread`), and up to
   min(torch.get_num_threads(), 4) Python threads take ranges of blocks and frames; every worker
@@ -134,11 +135,8 @@ def bss_eval_v4(references, estimates, sample_rate: int, window_s: float = 1.0, 
                             f"score a silent {name}")
     if backend == "museval":
         return _museval_bss_eval(refs, ests, window, hop)
-    scores = _torch_bss_eval(refs, ests, window, hop, n_frames, device)
-    nan_frames = ~(ref_frames.all(axis=0) & est_frames.all(axis=0))  # any target silent in the frame
-    for key in scores:
-        scores[key][:, nan_frames] = np.nan
-    return scores
+    scored = ref_frames.all(axis=0) & est_frames.all(axis=0)  # no target silent in the frame
+    return _torch_bss_eval(refs, ests, window, hop, scored, device)
 
 
 def median_over_frames(scores: dict) -> dict[str, np.ndarray]:
@@ -235,17 +233,17 @@ def _museval_bss_eval(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: 
 
 
 # -------------------------------------------------------------------------------- torch backend
-def _torch_bss_eval(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: int, n_frames: int,
+def _torch_bss_eval(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: int, scored: np.ndarray,
                     device: torch.device) -> dict[str, np.ndarray]:
     """The fast path: (targets, channels, samples) inputs of equal length -> {metric: (targets,
-    frames)}, silent frames not yet set to NaN."""
+    frames)}, computed on the `scored` frames (frames,) bool, NaN on the others."""
     # CPU: a few Python threads, each on one torch thread, take ranges of blocks and frames
     workers = max(1, min(torch.get_num_threads(), _MAX_WORKERS)) if device.type == "cpu" else 1
     with _single_thread(device):
-        return _fast_scores(refs, ests, window, hop, n_frames, device, workers)
+        return _fast_scores(refs, ests, window, hop, scored, device, workers)
 
 
-def _fast_scores(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: int, n_frames: int,
+def _fast_scores(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: int, scored: np.ndarray,
                  device: torch.device, workers: int) -> dict[str, np.ndarray]:
     n_src, n_chan, n = refs.shape
     m = n_src * n_chan
@@ -269,11 +267,11 @@ def _fast_scores(refs: torch.Tensor, ests: torch.Tensor, window: int, hop: int, 
     own_rhs = torch.stack([rhs[:, j * n_chan:(j + 1) * n_chan, j * n_chan:(j + 1) * n_chan] for j in range(n_src)])
     all_refs, own_ref = solve_block_toeplitz([(lags[None], rhs[None]), (own_lags, own_rhs)])
     # 3. framewise decompositions in the frequency domain
-    return _frame_scores(refs, ests, all_refs[0], own_ref, n_src, window, hop, n_frames, device, workers)
+    return _frame_scores(refs, ests, all_refs[0], own_ref, n_src, window, hop, scored, device, workers)
 
 
 def _frame_scores(refs: torch.Tensor, ests: torch.Tensor, filters: torch.Tensor, own_filters: torch.Tensor,
-                  n_src: int, window: int, hop: int, n_frames: int, device: torch.device,
+                  n_src: int, window: int, hop: int, scored: np.ndarray, device: torch.device,
                   workers: int) -> dict[str, np.ndarray]:
     """museval's per-frame decomposition and criteria for every frame and target.
 
@@ -303,13 +301,23 @@ def _frame_scores(refs: torch.Tensor, ests: torch.Tensor, filters: torch.Tensor,
     weights[0] = 1.0 / n_fft
     if n_fft % 2 == 0:
         weights[-1] = 1.0 / n_fft
-    out = {k: np.empty((n_src, n_frames)) for k in BSSEVAL_SCORES}
+    out = {k: np.full((n_src, scored.size), np.nan) for k in BSSEVAL_SCORES}
+    frames = np.flatnonzero(scored)  # museval skips the others (NaN): so does this path
 
-    def frame_range(first: int, stop: int) -> None:  # frames first..stop-1, own workspaces
-        _frame_range(refs, ests, spec_all, spec_own, weights, out, first, stop, window, hop, n_fft)
+    def frame_range(first: int, stop: int) -> None:  # scored frames first..stop-1, own workspaces
+        for a, b in _runs(frames[first:stop]):
+            _frame_range(refs, ests, spec_all, spec_own, weights, out, a, b, window, hop, n_fft)
 
-    _in_parallel(frame_range, n_frames, workers)
+    _in_parallel(frame_range, frames.size, workers)
     return out
+
+
+def _runs(indices: np.ndarray) -> list[tuple[int, int]]:
+    """Increasing indices as [(first, stop)] ranges of consecutive ones."""
+    if indices.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(indices, breaks)]
 
 
 def _frame_range(refs: torch.Tensor, ests: torch.Tensor, spec_all: torch.Tensor, spec_own: torch.Tensor,
