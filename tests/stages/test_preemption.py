@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -148,3 +149,28 @@ def test_two_gloo_ranks_train_as_one_process_at_the_same_global_batch(prepared_s
     assert tags["energy.method.world_size"] == "2" and tags["energy.method.nodes"] == "1"
     # one meter on the node (rank 0's): no second CodeCarbon measurement of its CPU and RAM
     assert not list((ranks / paths.model_dir("base-seed42")).glob("rank*"))
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    """The first SIGTERM only asks for a stop after the current step; a second one ends the process
+    there and then, with the conventional status."""
+    script = textwrap.dedent("""
+        import sys, time
+        from pipeline.training.preemption import StopSignals
+
+        with StopSignals() as signals:
+            print("ready", flush=True)
+            while not signals.requested:
+                time.sleep(0.01)
+            print(f"asked to stop by {signals.requested}", flush=True)
+            while True:  # a step that would never end
+                time.sleep(0.01)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stdout.readline().strip() == f"asked to stop by {int(signal.SIGTERM)}"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    assert "again: exiting now" in proc.stderr.read()
