@@ -135,10 +135,6 @@ class World:
         summed.update({k: float(figures.get(k, 0.0)) for k in wall})
         return summed
 
-    def barrier(self) -> None:
-        if self.distributed:
-            torch.distributed.barrier()
-
     def close(self) -> None:
         if self.distributed and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

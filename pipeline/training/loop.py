@@ -73,8 +73,7 @@ class Stopper:
 
     def after_update(self) -> bool:
         if not self.signum:
-            local = self.signals.requested if self.signals else 0
-            self.signum = self.world.agree(local) if self.world.distributed else local
+            self.signum = self.world.agree(self.signals.requested if self.signals else 0)
         return bool(self.signum)
 
     def local(self) -> bool:
