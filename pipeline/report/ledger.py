@@ -5,7 +5,8 @@ every execution logged into it (the `<prefix>ledger_*` metrics that `pipeline.tr
 for each prefix of the run's `energy.prefixes` tag); `energy_timeline` says when that energy was
 spent. `load_runs` gives each run its category against the current metrics files (a run is current
 when its id is the `mlflow_run_id` of one), and `summarize_ledger` totals them by method and
-category (a RUNNING run without a recent heartbeat is lost) and by stage, household-years included.
+category (a RUNNING run without a recent heartbeat is lost) and by stage, household-years included;
+the report's own run counts with the energy spent until it reads the ledger.
 The write side is `pipeline.tracking.run`'s. Imports `pipeline.names`, `pipeline.errors`, the
 tracking store, the report's inputs, pandas.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
@@ -77,6 +79,16 @@ RESULT_STAGES = ("train", "evaluate")  # stages whose runs produce a metrics fil
 # Stages whose latest finished run made the current output (they write no run id anywhere).
 SINGLE_STAGES = ("prepare", "sad", "report")
 LOST_AFTER_S = 5 * HEARTBEAT_S  # a RUNNING run silent for longer was lost
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """The report's own run while it reads the ledger: its id, its meter's energy so far (keys
+    `ENERGY_KEYS`) and how the meter measures (`EnergyMeter.methods`)."""
+
+    run_id: str
+    energy: Mapping[str, float]
+    methods: Mapping[str, str]
 
 
 # ----------------------------------------------------------------------------- the store
@@ -207,10 +219,11 @@ def stage_split(runs) -> dict[str, dict]:
     return out
 
 
-def load_runs(cfg, study: Study, exclude: str | None = None):
+def load_runs(cfg, study: Study, open_run: OpenRun | None = None):
     """Every run of the study's MLflow experiment with its ledger category (an empty table when the
-    store holds none, or does not exist yet: reading it would create it), but `exclude` (the
-    report's own run, still open: its energy is counted by the next report)."""
+    store holds none, or does not exist yet: reading it would create it). `open_run` is the
+    report's own run, still open: its row gets the energy its meter has counted so far, and it is
+    the current report (the one before it is then an `other` row, in full)."""
     import pandas as pd
 
     store.configure(cfg.tracking)
@@ -225,12 +238,24 @@ def load_runs(cfg, study: Study, exclude: str | None = None):
             raise UserError(f"{cfg.params_file}: tracking.uri: cannot read the MLflow store {uri} "
                             f"({type(err).__name__}: {err})") from None
     table = table.copy()
-    if exclude:
-        table = table[table["run_id"] != exclude]
-    latest = _latest_finished(table)
+    if open_run is not None:
+        _count_open_run(table, open_run)
+    latest = _latest_finished(table, open_run.run_id if open_run else None)
     table["category"] = [_category(r, study.current_ids, latest) for r in table.to_dict("records")]
     table["current"] = table["category"] == "current"
     return table
+
+
+def _count_open_run(table, run: OpenRun) -> None:
+    """Give the open run's row (if the store lists it) the energy and methods its meter has so far."""
+    at = table.index[table["run_id"] == run.run_id]
+    for method in METHODS:
+        spent = run.energy[kwh_key(method)]
+        table.loc[at, [kwh_column(method), f"own_{kwh_column(method)}"]] = spent
+        table.loc[at, f"eval_{kwh_column(method)}"] = 0.0
+    table.loc[at, KG_CO2E] = run.energy[CO2]
+    table.loc[at, DURATION] = run.energy[DURATION]
+    table.loc[at, "methods"] = _methods({f"energy.method.{k}": v for k, v in run.methods.items()}, [""])
 
 
 def stage_kind(stage: str) -> str:
@@ -239,9 +264,10 @@ def stage_kind(stage: str) -> str:
     return "bounds" if kind == "evaluate" and key in REFERENCE_ROWS else kind
 
 
-def _latest_finished(table) -> set[str]:
-    """The run ids of the latest finished run of each single stage (prepare, sad, report)."""
-    done = table[(table["status"] == "FINISHED") & table["stage"].isin(SINGLE_STAGES)]
+def _latest_finished(table, open_run: str | None) -> set[str]:
+    """The run ids of the latest finished run of each single stage (prepare, sad, report), the open
+    report's own run counting as finished."""
+    done = table[((table["status"] == "FINISHED") | (table["run_id"] == open_run)) & table["stage"].isin(SINGLE_STAGES)]
     return set(done.sort_values("start_time").groupby("stage")["run_id"].last())
 
 

@@ -10,6 +10,8 @@ report's MLflow run.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 from pipeline import paths, reference, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, recipes, resolve, runs as study_runs
@@ -18,7 +20,7 @@ from pipeline.report.comparison import effects_summary, effects_table, recipes_t
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
 from pipeline.report.figures import make_figures
 from pipeline.report.inputs import Variant, load_study
-from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, load_runs, load_timeline, summarize_ledger
+from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, OpenRun, load_runs, load_timeline, summarize_ledger
 from pipeline.report.page import render_html
 from pipeline.report.plotting import energy_text
 from pipeline.report.render import to_csv, write_table
@@ -72,8 +74,8 @@ def variants(cfg: Config) -> dict[str, Variant]:
 
 def run(cfg: Config) -> dict:
     """Build every table, figure, the ledger and reports/index.html; returns a summary."""
-    with tracking.metered(cfg, "report", paths.energy_dir("report"), run_name="report") as (mlrun, _):
-        summary, ledger, learning = _report(cfg, own_run=mlrun.run_id)
+    with tracking.metered(cfg, "report", paths.energy_dir("report"), run_name="report") as (mlrun, meter):
+        summary, ledger, learning = _report(cfg, lambda: OpenRun(mlrun.run_id, meter.run_totals(), meter.methods))
         # the study's page in MLflow, for whoever browses a shared server without the repository
         mlrun.log_metrics({k: v for k, v in summary["study"].items() if isinstance(v, (int, float))})
         mlrun.set_tags({"best_variant": summary["study"]["best_variant"]})
@@ -90,12 +92,13 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _report(cfg: Config, own_run: str) -> tuple[dict, dict, list[dict]]:
-    """Every table, figure and the page; the summary, the ledger and the learning check's rows."""
+def _report(cfg: Config, own_run: Callable[[], OpenRun]) -> tuple[dict, dict, list[dict]]:
+    """Every table, figure and the page; the summary, the ledger and the learning check's rows.
+    `own_run` gives the report's own run as it is when the ledger is read (a row of the ledger)."""
     at_scale, why = paper_scale(cfg)
     study = load_study(cfg.targets, variants(cfg), reference.validation(cfg), reference.test(cfg.targets),
                        at_scale, why, recipes.BASE)
-    runs = load_runs(cfg, study, exclude=own_run)  # this report's energy is counted by the next one
+    runs = load_runs(cfg, study, own_run())  # the rendering that follows is in the next report's ledger
     ledger = summarize_ledger(runs, cfg)
     effects = variant_effects(study)
     tables = {"study": study_table(study), "effects": effects_table(study, effects), "recipes": recipes_table(study),

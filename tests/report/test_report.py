@@ -150,7 +150,7 @@ def test_ledger_reads_every_run_and_when_its_energy_was_spent(built, monkeypatch
     table = ledger.runs_table(cfg.tracking)
     timeline = ledger.energy_timeline(cfg.tracking)
     assert list(table.columns) == ledger.RUNS_COLUMNS and list(timeline.columns) == ledger.TIMELINE_COLUMNS
-    # the report is a metered run of its own, counted by the next report
+    # runs_table lists the report's own run too (load_runs gives it its energy so far): left out here
     (report_run,) = table.loc[table["stage"] == "report", "run_id"]
     table = table[table["run_id"] != report_run]
     timeline = timeline[timeline["run_id"] != report_run]
@@ -204,20 +204,28 @@ def test_test_set_comparison(built):
 def test_ledger_totals_and_superseded_energy(built):
     folder, _, summary, runs = built
     ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
+    # the report's own run is a row, current, with the energy it had spent when it read the ledger
+    (own,) = [r for r in per_run if r["stage"] == "report"]
+    assert own["status"] == "RUNNING" and own["category"] == "current" and own["methods"].startswith("cpu=")
+    own_cc, own_ga = float(own["kwh_codecarbon"]), float(own["kwh_green_algorithms"])
+    assert own_cc > 0 and own_ga > 0 and float(own["duration_s"]) > 0
+    assert ledger["stages"]["report"] == {"runs": 1, "kwh_codecarbon": own_cc, "kwh_green_algorithms": own_ga}
 
     def kwh(method, category=None, exclude=None):
         return sum(r[method] for r in runs.values()
                    if (category is None or r["category"] == category) and r["category"] != exclude)
 
-    assert ledger["runs"] == len(runs) == 19  # base's three seeds each a run, each evaluation a run
+    assert ledger["runs"] == len(runs) + 1 == 20  # base's three seeds each a run, each evaluation a run
     assert ledger["failed_runs"] == 1 and ledger["killed_runs"] == 1
     assert kwh("cc") > 0 and kwh("ga") > 0
-    assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc"))
-    assert ledger["kwh_green_algorithms"] == pytest.approx(kwh("ga"))
+    assert ledger["kwh_codecarbon"] == pytest.approx(kwh("cc") + own_cc)
+    assert ledger["kwh_green_algorithms"] == pytest.approx(kwh("ga") + own_ga)
+    assert ledger["kwh_codecarbon"] == pytest.approx(sum(s["kwh_codecarbon"] for s in ledger["stages"].values()))
     assert ledger["not_current"]["runs"] == 4
     assert ledger["not_current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", exclude="current"))
     assert ledger["not_current"]["kwh_green_algorithms"] == pytest.approx(kwh("ga", exclude="current"))
-    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "current"))
+    assert ledger["current"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "current") + own_cc)
     categories = ledger["categories"]
     assert categories["superseded"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "superseded"))
     assert categories["failed"]["kwh_codecarbon"] == pytest.approx(kwh("cc", "failed"))
@@ -227,12 +235,26 @@ def test_ledger_totals_and_superseded_energy(built):
     assert ledger["household_years_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"] * 15 / 23000)
     assert summary["ledger"]["kwh_codecarbon"] == pytest.approx(ledger["kwh_codecarbon"])
     rows = rows_by(folder / "reports" / "tables" / "ledger.csv", "key")
-    assert int(rows["all"]["runs"]) == 19 and int(rows["not_current"]["runs"]) == 4
+    assert int(rows["all"]["runs"]) == 20 and int(rows["not_current"]["runs"]) == 4
     assert "not current" in (folder / "reports" / "tables" / "ledger.md").read_text()
-    per_run = read_csv(folder / "reports" / "tables" / "runs.csv")
-    assert len(per_run) == 19 and sum(r["category"] == "current" for r in per_run) == 15
+    assert len(per_run) == 20 and sum(r["category"] == "current" for r in per_run) == 16
     names = {r["run_name"] for r in per_run if r["category"] == "current"}
     assert {run_key("base", 42 + k) for k in range(3)} | {"mixture", "oracle_irm"} <= names  # run keys
+
+
+def test_the_next_report_counts_the_previous_one_in_full(built, monkeypatch):
+    folder, cfg, _, _ = built
+    monkeypatch.chdir(folder)
+    first = {r["run_id"]: r for r in read_csv(folder / "reports" / "tables" / "runs.csv") if r["stage"] == "report"}
+    report.run(cfg)
+    again = {r["run_id"]: r for r in read_csv(folder / "reports" / "tables" / "runs.csv") if r["stage"] == "report"}
+    ((earlier, was),) = first.items()
+    assert again[earlier]["status"] == "FINISHED" and again[earlier]["category"] == "other"
+    assert float(again[earlier]["kwh_codecarbon"]) >= float(was["kwh_codecarbon"])  # rendering included now
+    (now,) = set(again) - {earlier}
+    assert again[now]["status"] == "RUNNING" and again[now]["category"] == "current"
+    ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
+    assert ledger["stages"]["report"]["runs"] == 2
 
 
 def test_figures_are_valid_pngs_at_column_width(built):
@@ -351,15 +373,16 @@ def test_energy_methods_name_the_memory_power_given(metrics_only):
     assert any(f"CodeCarbon measured run {BASE} with CPU: a CPU-load × TDP model" in line for line in lines)
 
 
-def test_empty_store_gives_a_ledger_of_zero_runs(metrics_only, capsys):
+def test_a_store_without_study_runs_gives_a_ledger_of_the_report_alone(metrics_only, capsys):
     folder, cfg = metrics_only
     summary = report.run(cfg)
     ledger = json.loads((folder / "reports" / "tables" / "ledger.json").read_text())
-    assert ledger["runs"] == 0 and ledger["kwh_codecarbon"] == 0.0 and summary["ledger"]["runs"] == 0
+    assert ledger["runs"] == 1 == summary["ledger"]["runs"] and list(ledger["stages"]) == ["report"]
+    assert ledger["kwh_codecarbon"] == ledger["stages"]["report"]["kwh_codecarbon"] > 0
     assert (folder / "reports" / "index.html").is_file()
     rows = {r["variant"]: r["status"] for r in read_csv(folder / "reports" / "tables" / "study.csv")}
     assert rows["base"] == "ok (1 of 3 seeds)" and rows["large"] == "not run" and rows["oracle_irm"] == "not run"
-    assert "0 runs" in capsys.readouterr().out
+    assert "ledger: 1 runs" in capsys.readouterr().out
 
 
 def test_no_metrics_is_a_user_error(tmp_path, monkeypatch):
