@@ -1,6 +1,7 @@
 """The `sepcost` command: one subcommand per stage and per user-facing tool.
 
-`main(argv)` takes the argument list, so tests call the CLI in-process. Each command runs the
+`main(argv)` takes the argument list, so tests call the CLI in-process; `entry()` is the installed
+command (and `python -m pipeline.cli`), which ends a stopped stage's process at once. Each command runs the
 module of `pipeline.stages` named in `STAGES`, imported in its handler: `sepcost --help` and config
 errors answer without loading torch, and a test derives from `STAGES` which project modules each
 command of dvc.yaml runs.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 
@@ -20,7 +22,7 @@ if not sys.stderr.isatty():
 
 from pipeline import config  # noqa: E402
 from pipeline.config import study_file  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
+from pipeline.errors import Terminated, UserError  # noqa: E402
 
 # The module that runs each command.
 STAGES = {
@@ -85,7 +87,7 @@ def _torchrun(args) -> None:
     try:
         run(parse_args(argv))
     except SignalException as err:
-        raise SystemExit(128 + int(err.sigval)) from None
+        raise Terminated(err.sigval) from None
     except ChildFailedError as err:
         rank, failure = err.get_first_failure()
         raise UserError(f"rank {rank} of {args.nproc} failed with exit code {failure.exitcode} "
@@ -185,5 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `sepcost` command. A stage stopped by a signal has closed its run and written its
+    checkpoint when `Terminated` reaches here; the interpreter's teardown of torch, MLflow and
+    CodeCarbon would then take about 2 s of the scheduler's grace period and do nothing the job
+    needs, so the process ends at once, its output flushed."""
+    try:
+        code = main()
+    except Terminated as stop:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(stop.code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

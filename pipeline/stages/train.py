@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import TrackStore
 from pipeline.energy.meter import EnergyMeter
-from pipeline.errors import UserError
+from pipeline.errors import Terminated, UserError
 from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
@@ -137,10 +138,12 @@ def _train(cfg: Config, world: World) -> dict:
                 row, progress = run_epoch(slots, cfg, epoch, device, valid, manifest.sample_rate, meter, history,
                                           world, stopper, progress)
                 if row is None:
+                    started = time.perf_counter()
                     save_state(complete=False)
                     if world.main:
-                        print(f"train: {cfg.run} stopped in epoch {epoch + 1}; `sepcost train` resumes it there")
-                    raise tracking.Terminated(stopper.signum)
+                        print(f"train: {cfg.run} stopped in epoch {epoch + 1} (checkpoint written in "
+                              f"{time.perf_counter() - started:.2f} s); `sepcost train` resumes it there")
+                    raise Terminated(stopper.signum)
                 history.append(row)
                 if mlrun and not per_epoch:  # the first epoch, with its bookkeeping: what the forecast scales
                     per_epoch = {k: meter.totals()[k] for k in forecast.FIGURES}

@@ -7,7 +7,7 @@ the store back for the whole-study ledger is the report's (`pipeline.report.ledg
 config schema, `pipeline.names`, `pipeline.paths` and the energy package's hardware detection.
 """
 from pipeline.tracking.metered import metered
-from pipeline.tracking.run import Terminated, TrackedRun, close_lost, log_to, run
+from pipeline.tracking.run import TrackedRun, close_lost, log_to, run
 from pipeline.tracking.store import configure, resolved
 
-__all__ = ["Terminated", "TrackedRun", "close_lost", "configure", "log_to", "metered", "resolved", "run"]
+__all__ = ["TrackedRun", "close_lost", "configure", "log_to", "metered", "resolved", "run"]

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from pipeline.config.schema import Config, TrackingConfig
+from pipeline.errors import Terminated
 from pipeline.names import (
     ENERGY_PREFIXES_TAG,
     EXECUTION_KEYS,
@@ -60,14 +61,6 @@ _MAX_METRICS = 1000
 _MAX_TAG_LEN = 5000
 _MAX_DIGEST = 36
 PARENT_TAG = "mlflow.parentRunId"  # the MLflow UI nests a run under this one
-
-
-class Terminated(SystemExit):
-    """Raised by the SIGTERM handler `run` installs; exits with 128 + the signal number if uncaught."""
-
-    def __init__(self, signum: int = signal.SIGTERM):
-        super().__init__(128 + int(signum))
-        self.signum = int(signum)
 
 
 class TrackedRun:

@@ -2,6 +2,7 @@
 data-parallel ranks (real torchrun, gloo) train as one process at the same global batch."""
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -103,11 +104,14 @@ def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped
     per_epoch = config.resolve(config.load(stopped / "params.yaml"), variant).train.steps_per_epoch(ranks)
     assert len(state["random"]) == ranks == (2 if extra else 1)
     assert state["epoch"] == 1 and 0 < sum(p["steps"] for p in steps.values()) < per_epoch * len(state["slots"])
-    step_s = sum(p["seconds"] for p in steps.values()) / sum(p["steps"] for p in steps.values())
+    # the acceptance's bound: one training step (each of its models once) plus the checkpoint write
+    step_s = sum(p["seconds"] / p["steps"] for p in steps.values() if p["steps"])
+    write_s = float(re.search(r"checkpoint written in ([0-9.]+) s", out).group(1))
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"preemption-{case}.txt").write_text(
-        f"{case}: SIGTERM mid-epoch to checkpoint written {saved_s:.2f} s, to exit {exit_s:.2f} s (closing the "
-        f"MLflow run with its energy, the interpreter's exit); a step of its models takes {step_s:.3f} s here\n")
+        f"{case}: SIGTERM mid-epoch to checkpoint written {saved_s:.2f} s, to exit {exit_s:.2f} s; one training "
+        f"step (each of its {len(steps)} models once) {step_s:.2f} s + the checkpoint write {write_s:.2f} s = "
+        f"{step_s + write_s:.2f} s: the exit is {'within' if exit_s <= step_s + write_s else 'over'} that\n")
     killed, = _runs(stopped)
     assert killed.info.status == "KILLED" and killed.data.metrics["run_energy_kwh_codecarbon"] > 0
 
