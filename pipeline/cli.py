@@ -1,10 +1,10 @@
 """The `sepcost` command: one subcommand per stage and per user-facing tool.
 
 `main(argv)` takes the argument list, so tests call the CLI in-process; `entry()` is the installed
-command (and `python -m pipeline.cli`), which ends a stopped stage's process at once. Each command runs the
-module of `pipeline.stages` named in `STAGES`, imported in its handler: `sepcost --help` and config
-errors answer without loading torch, and a test derives from `STAGES` which project modules each
-command of dvc.yaml runs.
+command (and `python -m pipeline.cli`), which ends a stopped stage's process at once. Each command
+runs the module of `pipeline.stages` named in `STAGES`, imported in its handler: `sepcost --help`
+and config errors answer without loading torch, and a test derives from `STAGES` which project
+modules each command of dvc.yaml runs.
 """
 from __future__ import annotations
 

@@ -33,8 +33,9 @@ How the fast path computes the same numbers (float64 throughout, torch, CPU or G
   track length (museval: a complex 2M-point FFT per pair of signals);
 - the 4096 x 4096 system (four stereo targets) and the four 1024 x 1024 ones are solved in one
   block Levinson recursion on their block Toeplitz structure (O(L^2 m^3) operations, kilobytes
-  instead of dense matrices; museval: eight dense solves), refined against the exact Toeplitz
-  product until its backward error is a dense solver's; where the references' correlation matrix
+  instead of dense matrices; museval: eight dense solves), whitened by the zero-lag correlations
+  and refined against the exact Toeplitz product while its backward error could move a score
+  (above 1e-13); where the references' correlation matrix
   is numerically singular the recursion amplifies rounding, and museval's dense LU solve is used
   instead (see `toeplitz.solve_block_toeplitz`);
 - the framewise projections are products of frame spectra with filter spectra (every frame,

@@ -33,11 +33,11 @@ def solve_block_toeplitz(systems: list[tuple[torch.Tensor, torch.Tensor]]) -> li
 
     Block Levinson recursion on the system whitened by R(0) (`_whitening`), then iterative
     refinement against the exact product T x while the normwise backward error is above
-    _BACKWARD_ERROR_MAX. The recursion is only trusted where the
-    solution is of ordinary size (gain |T| |x| / |d| <= _GAIN_MAX: about 1e3 for music, where the
-    filters are near identities); a nearly singular T (references nearly linearly dependent, e.g.
-    band-limited far below the noise floor) makes it amplify rounding without bound, and then the
-    dense LU solve museval itself uses is run instead.
+    _BACKWARD_ERROR_MAX. The recursion is only trusted where the solution is of ordinary size
+    (gain |T| |x| / |d| <= _GAIN_MAX: about 1e3 for music, where the filters are near identities);
+    a nearly singular T (references nearly linearly dependent, e.g. band-limited far below the
+    noise floor) makes it amplify rounding without bound, and then the dense LU solve museval
+    itself uses is run instead.
     """
     whitening = [_whitening(lags) for lags, _ in systems]
     whitened = [_congruent(q, lags) for q, (lags, _) in zip(whitening, systems)]

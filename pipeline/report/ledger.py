@@ -267,7 +267,8 @@ def stage_kind(stage: str) -> str:
 def _latest_finished(table, open_run: str | None) -> set[str]:
     """The run ids of the latest finished run of each single stage (prepare, sad, report), the open
     report's own run counting as finished."""
-    done = table[((table["status"] == "FINISHED") | (table["run_id"] == open_run)) & table["stage"].isin(SINGLE_STAGES)]
+    finished = (table["status"] == "FINISHED") | (table["run_id"] == open_run)
+    done = table[finished & table["stage"].isin(SINGLE_STAGES)]
     return set(done.sort_values("start_time").groupby("stage")["run_id"].last())
 
 
