@@ -10,11 +10,10 @@ report's MLflow run.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from pipeline import paths, reference, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, recipes, resolve, runs as study_runs
+from pipeline.energy.meter import EnergyMeter
 from pipeline.names import run_key
 from pipeline.report.comparison import effects_summary, effects_table, recipes_table, study_summary, variant_effects
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
@@ -75,7 +74,7 @@ def variants(cfg: Config) -> dict[str, Variant]:
 def run(cfg: Config) -> dict:
     """Build every table, figure, the ledger and reports/index.html; returns a summary."""
     with tracking.metered(cfg, "report", paths.energy_dir("report"), run_name="report") as (mlrun, meter):
-        summary, ledger, learning = _report(cfg, lambda: OpenRun(mlrun.run_id, meter.run_totals(), meter.methods))
+        summary, ledger, learning = _report(cfg, mlrun.run_id, meter)
         # the study's page in MLflow, for whoever browses a shared server without the repository
         mlrun.log_metrics({k: v for k, v in summary["study"].items() if isinstance(v, (int, float))})
         mlrun.set_tags({"best_variant": summary["study"]["best_variant"]})
@@ -92,13 +91,15 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _report(cfg: Config, own_run: Callable[[], OpenRun]) -> tuple[dict, dict, list[dict]]:
+def _report(cfg: Config, run_id: str, meter: EnergyMeter) -> tuple[dict, dict, list[dict]]:
     """Every table, figure and the page; the summary, the ledger and the learning check's rows.
-    `own_run` gives the report's own run as it is when the ledger is read (a row of the ledger)."""
+    The report's own run (`run_id`, measured by `meter`) is a row of the ledger, with the energy
+    spent until the ledger is read."""
     at_scale, why = paper_scale(cfg)
     study = load_study(cfg.targets, variants(cfg), reference.validation(cfg), reference.test(cfg.targets),
                        at_scale, why, recipes.BASE)
-    runs = load_runs(cfg, study, own_run())  # the rendering that follows is in the next report's ledger
+    # the rendering that follows is in the next report's ledger
+    runs = load_runs(cfg, study, OpenRun(run_id, meter.run_totals(), meter.methods))
     ledger = summarize_ledger(runs, cfg)
     effects = variant_effects(study)
     tables = {"study": study_table(study), "effects": effects_table(study, effects), "recipes": recipes_table(study),
