@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from pipeline import config, paths  # noqa: E402
-from pipeline.cli import main as sepcost  # noqa: E402
+from benchmarks.prepared import prepared_data  # noqa: E402
+from pipeline import config  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
 from pipeline.data.sampler import TrackStore, TrainingSampler  # noqa: E402
 
@@ -45,14 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = config.load(args.params)
-    workdir = None
-    if not (paths.MANIFEST.exists() and paths.SAD_SUMMARY.exists()):
-        workdir = tempfile.mkdtemp(prefix="sepcost-bench-")
-        shutil.copy(args.params, Path(workdir) / "params.yaml")
-        os.chdir(workdir)
-        print(f"no prepared data here: building it in {workdir}")
-        assert sepcost(["prepare"]) == 0 and sepcost(["sad"]) == 0
-    try:
+    with prepared_data(args.params):
         manifest = load_manifest()
         train = dataclasses.replace(cfg.train, chunk_s=3.0, epoch_items=args.items + 1)
         results = {}
@@ -62,10 +52,6 @@ def main() -> None:
             disk = TrainingSampler(mode_cfg, manifest, target="vocals",
                                    store=TrackStore(manifest, manifest.split("train"), cache_gb=0.0))
             results[mode] = (items_per_second(cached, args.items), items_per_second(disk, args.items // 4))
-    finally:
-        if workdir:
-            os.chdir(REPO)
-            shutil.rmtree(workdir, ignore_errors=True)
 
     print(f"training sampler, one worker, 3 s stereo items, {args.items} items, {len(manifest.split('train'))} training tracks")
     for mode, (fast, baseline) in results.items():

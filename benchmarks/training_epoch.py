@@ -1,0 +1,104 @@
+"""One epoch's training steps of params.yaml's base, the models side by side as the study runs
+them, against a baseline measured in the same run: every job in a thread pool, including the
+job of a one-worker pool (a model alone after the others stopped early, Open-Unmix's models, which
+run one after the other, a joint model), which is how `runtime.side_by_side` ran them before it
+ran a single worker's jobs in the calling thread.
+
+    python benchmarks/training_epoch.py [--steps 80] [--rounds 3]
+
+Rows: the 4 per-target models (2 workers on 2 cores), and 1 model alone. Both arms run the same
+steps from the same weights and must end with equal losses. Target: the one-model epoch >= 2x the
+baseline, the side-by-side epoch no slower. Run it alone on the machine: it prints the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from benchmarks.prepared import prepared_data  # noqa: E402
+from pipeline import config, runtime  # noqa: E402
+from pipeline.config import resolve  # noqa: E402
+from pipeline.data.manifest import load_manifest  # noqa: E402
+from pipeline.data.sampler import TrackStore  # noqa: E402
+from pipeline.specs import separator_specs  # noqa: E402
+from pipeline.training import loop  # noqa: E402
+from pipeline.training.slot import make_slot  # noqa: E402
+
+TARGET_ALONE = 2.0
+TARGET_SIDE_BY_SIDE = 1.0
+
+
+@contextlib.contextmanager
+def pooled(count, device, threads=0):
+    """The baseline: `runtime.side_by_side` with a thread pool for any number of workers."""
+    available = runtime.cores(threads)
+    workers = 1 if device.type != "cpu" else max(1, min(count, available))
+    previous = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(max(1, available // workers))
+    pool = ThreadPoolExecutor(workers)
+    try:
+        yield pool, workers
+    finally:
+        pool.shutdown()
+        torch.set_num_threads(previous)
+
+
+def epoch_seconds(cfg, manifest, store, models: int, steps: int, arm) -> tuple[float, list[float]]:
+    """Seconds of `steps` steps of the first `models` models, fresh from their seed; their losses."""
+    device = torch.device("cpu")
+    slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))][:models]
+    loop.side_by_side = arm
+    try:
+        started = time.perf_counter()
+        reached = loop.train_steps(slots, cfg, 0, device, steps, "epoch")
+        return time.perf_counter() - started, [loss for r in reached.values() for loss in r["losses"]]
+    finally:
+        loop.side_by_side = runtime.side_by_side
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--params", default=str(REPO / "params.yaml"))
+    args = parser.parse_args()
+
+    study = config.load(args.params)
+    cfg = resolve(study, "base", study.seed)
+    print(f"load average before: {os.getloadavg()[0]:.2f}; {runtime.cores()} cores; base of {args.params}, "
+          f"{args.steps} steps, {args.rounds} rounds (median), arms alternating")
+    with prepared_data(args.params):
+        manifest = load_manifest()
+        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+        ok = True
+        for models, target in ((len(separator_specs(cfg)), TARGET_SIDE_BY_SIDE), (1, TARGET_ALONE)):
+            times, losses = {"pool": [], "project": []}, {}
+            for _ in range(args.rounds):
+                for name, arm in (("pool", pooled), ("project", runtime.side_by_side)):
+                    seconds, losses[name] = epoch_seconds(cfg, manifest, store, models, args.steps, arm)
+                    times[name].append(seconds)
+            assert losses["pool"] == losses["project"], "the arms' losses differ"
+            base, ours = statistics.median(times["pool"]), statistics.median(times["project"])
+            ratio = base / ours
+            ok &= ratio >= target
+            print(f"  {models} model(s): baseline (thread pool) {base:6.2f} s  project {ours:6.2f} s  "
+                  f"({ours / (models * args.steps) * 1000:5.1f} ms a model-step)  ratio {ratio:4.2f}x  "
+                  f"target >= {target:.1f}x: {'ok' if ratio >= target else 'BELOW TARGET'}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
