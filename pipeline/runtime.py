@@ -35,9 +35,10 @@ def cores(threads: int = 0) -> int:
 class InCallingThread(Executor):
     """The executor of a single worker: each job runs in the calling thread, in order.
 
-    torch's intra-op threads are slow when a pool thread calls them: a step of the default base on
-    2 threads took 120 ms in a one-worker pool and 46 ms in the main thread (40 ms on 1 thread);
-    benchmarks/training_epoch.py measures the whole epoch.
+    torch's intra-op threads can be several times slower when a pool thread calls them: an epoch
+    of the default base's one model took 3.5x as long in a one-worker pool as in the calling
+    thread (benchmarks/training_epoch.py); in whole trainings the slowdown came in some runs and
+    not in others (the lone model's last epoch: 13.1 s in one, 3.3 s in another).
     """
 
     def map(self, fn: Callable, *iterables: Iterable, timeout=None, chunksize=1) -> Iterator:
