@@ -40,19 +40,14 @@ TARGET = 1.5  # a one-worker row's ratio
 
 @contextlib.contextmanager
 def pooled(count, device, threads=0):
-    """The baseline: `runtime.side_by_side` with a thread pool for any number of workers."""
-    available = runtime.cores(threads)
-    workers = 1 if device.type != "cpu" else max(1, min(count, available))
-    previous = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(max(1, available // workers))
-    pool = ThreadPoolExecutor(workers)
-    pooled.workers = workers
-    try:
-        yield pool, workers
-    finally:
-        pool.shutdown()
-        torch.set_num_threads(previous)
+    """The baseline: `runtime.side_by_side`, its one worker a one-thread pool."""
+    with runtime.side_by_side(count, device, threads) as (executor, workers):
+        pooled.workers = workers
+        if workers > 1:
+            yield executor, workers
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                yield pool, workers
 
 
 def epoch_seconds(cfg, manifest, store, models: int, steps: int, arm) -> tuple[float, list[float]]:
