@@ -120,9 +120,13 @@ class TrackedRun:
             write.result()
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
+        self._batch(tags=self._tag_objs(tags))
+
+    @staticmethod
+    def _tag_objs(tags: Mapping[str, Any]) -> list:
         from mlflow.entities import RunTag
 
-        self._batch(tags=[RunTag(mlflow_key(k), str(v)[:_MAX_TAG_LEN]) for k, v in tags.items()])
+        return [RunTag(mlflow_key(k), str(v)[:_MAX_TAG_LEN]) for k, v in tags.items()]
 
     def _metric_objs(self, metrics: Mapping[str, float], step: int | None) -> list:
         """Metrics at `step`, or each at the run's latest step (step None), so that it is the value
@@ -240,22 +244,25 @@ class TrackedRun:
         self.set_tags({ENERGY_PREFIXES_TAG: json.dumps(prefixes),
                        **{f"{prefix}hardware.{k}": v for k, v in meter.hardware.items()}})
 
-    def _log_energy(self) -> None:
+    def _final_energy(self) -> tuple[list, dict[str, str], list[tuple[Path, str]]]:
+        """What the watched meters add at close: final metrics with the samples not yet logged,
+        method and hardware tags, and (file, artifact folder) pairs."""
+        metrics, tags, files = [], {}, []
         for meter, prefix in self._meters:
             total, own = meter.totals(), meter.run_totals()
-            metrics = {f"{prefix}{k}": v for k, v in total.items()}
-            metrics.update({f"{prefix}{part}{k}": own[k] for k in EXECUTION_KEYS for part in (RUN, LEDGER)})
-            self.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
-            self._batch(metrics=self._new_samples())
-            tags = {f"{prefix}energy.method.{k}": v for k, v in meter.methods.items()}
+            values = {f"{prefix}{k}": v for k, v in total.items()}
+            values.update({f"{prefix}{part}{k}": own[k] for k in EXECUTION_KEYS for part in (RUN, LEDGER)})
+            metrics += self._metric_objs({k: v for k, v in values.items() if math.isfinite(v)}, None)
+            tags.update({f"{prefix}energy.method.{k}": v for k, v in meter.methods.items()})
             tags.update({f"{prefix}hardware.{k}": v for k, v in meter.hardware.items()})
             tags.update({f"{prefix}energy.ga.{k}": f"{v:.6g}" if isinstance(v, float) else v
                          for k, v in meter.ga_inputs().items()})
-            self.set_tags(tags)
-            for path in meter.files():
-                self.log_artifact(path, f"{prefix}energy")
+            files += [(path, f"{prefix}energy") for path in meter.files()]
+        return metrics + self._new_samples(), tags, files
 
     def _close(self, status: str, error: BaseException | None) -> None:
+        """The run's last writes, as few as the store allows (a stopped training's exit waits for
+        them): the energy and the outcome's tags in one batch, the meters' files, the status."""
         self._alive.set()
         problems = []
         try:
@@ -265,19 +272,29 @@ class TrackedRun:
         finally:
             if self._writer is not None:
                 self._writer.shutdown()
+        metrics, tags, files = [], {}, []
         try:
-            self._log_energy()
+            metrics, tags, files = self._final_energy()
         except Exception as err:  # never hide the stage's own outcome behind a logging problem
             problems.append(f"energy not logged: {type(err).__name__}: {err}")
-        tags = {}
+        outcome = {}
         if error is not None:
-            tags["error"] = f"{type(error).__name__}: {error}"[:1000]
-        if problems:
-            tags["tracking.problems"] = " | ".join(problems)
+            outcome["error"] = f"{type(error).__name__}: {error}"[:1000]
         try:
-            self.set_tags(tags)
+            try:
+                self._batch(metrics=metrics, tags=self._tag_objs({**tags, **outcome,
+                                                                  **_problems_tag(problems)}))
+                for path, artifact_path in files:
+                    self.log_artifact(path, artifact_path)
+            except Exception as err:
+                problems.append(f"energy not logged: {type(err).__name__}: {err}")
+                self._batch(tags=self._tag_objs({**outcome, **_problems_tag(problems)}))
         finally:
             self.client.set_terminated(self.run_id, status=status)
+
+
+def _problems_tag(problems: list[str]) -> dict[str, str]:
+    return {"tracking.problems": " | ".join(problems)} if problems else {}
 
 
 def _open(config: Config, stage: str, run_name: str | None, parent: str | None, ranks: int) -> TrackedRun:

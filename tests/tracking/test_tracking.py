@@ -143,6 +143,23 @@ def test_exception_ends_failed_with_energy(store, tmp_path):
     assert run.data.metrics["run_energy_kwh_green_algorithms"] > 0
 
 
+def test_a_logging_problem_at_close_is_tagged_and_the_run_still_ends(store, tmp_path):
+    """The close writes the energy and the outcome in one batch, then the meter's files: a file
+    gone by then is named in `tracking.problems`, the energy and the error stay logged."""
+    cfg = make_config(store, "close-problem")
+    with pytest.raises(RuntimeError, match="diverged"):
+        with tracking.run(cfg, "train@base") as tracked, \
+                EnergyMeter(cfg.energy, out_dir=tmp_path, project_name="train@base") as meter:
+            tracked.watch_energy(meter)
+            meter.files = lambda: [tmp_path / "gone.csv"]
+            busy(0.2)
+            raise RuntimeError("loss diverged")
+    run = client_for(cfg).get_run(tracked.run_id)
+    assert run.info.status == "FAILED" and "RuntimeError: loss diverged" in run.data.tags["error"]
+    assert "energy not logged" in run.data.tags["tracking.problems"] and "gone.csv" in run.data.tags["tracking.problems"]
+    assert run.data.metrics["run_energy_kwh_codecarbon"] > 0 and run.data.tags["energy.method.codecarbon"]
+
+
 def test_keyboard_interrupt_ends_killed_with_energy(store, tmp_path):
     cfg = make_config(store, "interrupt")
     with pytest.raises(KeyboardInterrupt):
