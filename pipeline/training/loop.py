@@ -64,14 +64,16 @@ def _uses_dropout(model: torch.nn.Module) -> bool:
 
 
 class Stopper:
-    """Whether the training stops after this step: a stop signal any rank received, agreed by all
-    ranks after each update (`after_update`), so they all stop after the same one."""
+    """Whether the training stops before its next update's steps: a stop signal any rank received,
+    agreed by all ranks at every update boundary (`before_update`), so they all stop at the same
+    one, and no step begins after the signal came (one that came between epochs or while a batch
+    was being drawn costs no step)."""
 
     def __init__(self, signals: StopSignals | None, world: World):
         self.signals, self.world = signals, world
         self.signum = 0
 
-    def after_update(self) -> bool:
+    def before_update(self) -> bool:
         if not self.signum:
             self.signum = self.world.agree(self.signals.requested if self.signals else 0)
         return bool(self.signum)
@@ -99,19 +101,20 @@ def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.devic
 
     def run(slot: Slot) -> dict:
         state = progress.get(slot.name, {"steps": 0, "losses": [], "seconds": 0.0})
-        if stopper.signum:  # stopped before this model's turn: it starts there when resumed
-            return state
         losses, step = list(state["losses"]), state["steps"]
         started = time.perf_counter()
         slot.model.train()
-        loader = batches(slot, cfg, epoch, world, step, steps)
-        while step < steps:  # a stop comes between updates: accumulated gradients are never lost
+        loader = None  # made at the first step: a model stopped before its turn starts no workers
+        while step < steps:
+            # a stop comes between updates (accumulated gradients are never lost), before the batch
+            # is drawn: a model stopped before its turn starts there when resumed
+            if step % train.accum_steps == 0 and stopper.before_update():
+                break
+            loader = loader or batches(slot, cfg, epoch, world, step, steps)
             update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
             losses.append(train_step(slot, *next(loader), cfg, device, update, world))
             step += 1
             bar.update()
-            if update and stopper.after_update():
-                break
         return {"steps": step, "losses": losses, "seconds": state["seconds"] + time.perf_counter() - started}
 
     # Dropout draws from torch's one global generator: models that use it run one after the

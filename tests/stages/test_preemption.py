@@ -1,5 +1,6 @@
 """A training stopped by a signal mid-epoch resumes and ends with the weights of one never stopped;
 data-parallel ranks (real torchrun, gloo) train as one process at the same global batch."""
+import copy
 import csv
 import os
 import re
@@ -16,7 +17,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import config, paths
 from pipeline.checkpoint import load_models, load_state
-from pipeline.training.loop import _uses_dropout
+from pipeline.data.manifest import load_manifest
+from pipeline.data.sampler import TrackStore
+from pipeline.specs import separator_specs
+from pipeline.training.distributed import World
+from pipeline.training.loop import STEPS_S, Stopper, _uses_dropout, train_steps
+from pipeline.training.preemption import StopSignals
+from pipeline.training.slot import make_slot
 from tests.conftest import ARTIFACTS, REPO, TINY, write_params
 
 pytestmark = pytest.mark.slow
@@ -50,6 +57,28 @@ def _weights(folder, run):
     assert state["complete"]
     return [(s["model"], s["optimizer"]["state"]) for s in state["slots"]]
 
+
+def _stop_in_the_second_epoch(folder, variant, extra, last):
+    """`train` in `folder`, sent SIGTERM once its second epoch made a step, half a model's step
+    later: where a signal lands on average (the training stops after the step it is in). Returns
+    the process, the signal's time and the stderr read so far."""
+    env = {**ENV, "TQDM_MININTERVAL": "0"}  # the progress bar tells each step
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant, *extra],
+                            cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    bar = b""
+    made_a_step = re.compile(rb"epoch 2/\d+: *\d+%\|[^|]*\| *[1-9]")
+    deadline = time.monotonic() + 300
+    while not made_a_step.search(bar[-400:]):
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk and time.monotonic() < deadline, (proc.poll(), bar[-3000:])
+        bar += chunk
+    state = load_state(last)  # the first epoch's: how long a model's step takes
+    row = state["history"][0]
+    per_epoch = config.resolve(config.load(folder / "params.yaml"), variant).train.steps_per_epoch(state["world_size"])
+    time.sleep(sum(row[k] for k in row if k.startswith(STEPS_S)) / len(state["slots"]) / per_epoch / 2)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    return proc, sent, bar.decode(errors="replace")
 
 def _identical(a, b) -> bool:
     if isinstance(a, torch.Tensor):
@@ -86,15 +115,9 @@ def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped
 
     stopped = _study(prepared_study, tmp_path / "stopped", overrides)
     last = stopped / paths.model_dir(run) / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant, *extra], cwd=stopped,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-    while not last.exists():  # the first epoch's checkpoint: the signal lands in the second epoch
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    sent = time.time()
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
+    proc, sent, err = _stop_in_the_second_epoch(stopped, variant, extra, last)
+    out, rest = proc.communicate(timeout=300)
+    out, err = out.decode(), err + rest.decode(errors="replace")
     exit_s, saved_s = time.time() - sent, last.stat().st_mtime - sent
     assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
 
@@ -104,14 +127,16 @@ def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped
     per_epoch = config.resolve(config.load(stopped / "params.yaml"), variant).train.steps_per_epoch(ranks)
     assert len(state["random"]) == ranks == (2 if extra else 1)
     assert state["epoch"] == 1 and 0 < sum(p["steps"] for p in steps.values()) < per_epoch * len(state["slots"])
-    # the acceptance's bound: one training step (each of its models once) plus the checkpoint write
-    step_s = sum(p["seconds"] / p["steps"] for p in steps.values() if p["steps"])
+    # the acceptance's bound: one training step plus the checkpoint write; the stop comes after the
+    # step of each model in flight (Open-Unmix's one after the other, base's side by side)
+    step_s = max(p["seconds"] / p["steps"] for p in steps.values() if p["steps"])
     write_s = float(re.search(r"checkpoint written in ([0-9.]+) s", out).group(1))
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"preemption-{case}.txt").write_text(
-        f"{case}: SIGTERM mid-epoch to checkpoint written {saved_s:.2f} s, to exit {exit_s:.2f} s; one training "
-        f"step (each of its {len(steps)} models once) {step_s:.2f} s + the checkpoint write {write_s:.2f} s = "
-        f"{step_s + write_s:.2f} s: the exit is {'within' if exit_s <= step_s + write_s else 'over'} that\n")
+        f"{case}: SIGTERM mid-step to checkpoint written {saved_s:.2f} s (the write {write_s:.2f} s), to exit "
+        f"{exit_s:.2f} s (the run's close and the process's end {exit_s - saved_s:.2f} s); one training step "
+        f"{step_s:.2f} s + the write = {step_s + write_s:.2f} s: the exit "
+        f"is {'within' if exit_s <= step_s + write_s else 'over'} that\n")
     killed, = _runs(stopped)
     assert killed.info.status == "KILLED" and killed.data.metrics["run_energy_kwh_codecarbon"] > 0
 
@@ -153,6 +178,25 @@ def test_two_gloo_ranks_train_as_one_process_at_the_same_global_batch(prepared_s
     assert tags["energy.method.world_size"] == "2" and tags["energy.method.nodes"] == "1"
     # one meter on the node (rank 0's): no second CodeCarbon measurement of its CPU and RAM
     assert not list((ranks / paths.model_dir("base-seed42")).glob("rank*"))
+
+
+def test_a_stop_asked_between_steps_begins_no_step(prepared_study, tmp_path, monkeypatch):
+    """A signal that came while no step ran (between epochs, while a checkpoint was written) stops
+    the models before their next step: none begins, no weight changes."""
+    folder = _study(prepared_study, tmp_path / "study", TINY)
+    monkeypatch.chdir(folder)
+    study = config.load(folder / "params.yaml")
+    cfg = config.resolve(study, "base", study.seed)
+    manifest = load_manifest()
+    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    cpu = torch.device("cpu")
+    slots = [make_slot(cfg, spec, manifest, store, cpu, i) for i, spec in enumerate(separator_specs(cfg))]
+    before = [copy.deepcopy(s.model.state_dict()) for s in slots]
+    signals = StopSignals()
+    signals.requested = signal.SIGTERM
+    reached = train_steps(slots, cfg, 0, cpu, 4, "epoch", stopper=Stopper(signals, World()))
+    assert [r["steps"] for r in reached.values()] == [0] * len(slots)
+    assert _identical(before, [s.model.state_dict() for s in slots])
 
 
 def test_a_second_signal_exits_at_once(tmp_path):
