@@ -34,7 +34,7 @@ from pipeline import paths  # noqa: E402
 from pipeline.checkpoint import load_state  # noqa: E402
 
 WARM_STEPS = 3  # the first steps of a training are slower (allocations, caches)
-ENV = {**os.environ, "PYTHONPATH": str(REPO), "TQDM_MININTERVAL": "0"}  # the bar tells each step
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 BAR = re.compile(rb"epoch 1/\d+: *\d+%\|[^|]*\| *(\d+)/")
 
 
@@ -49,7 +49,7 @@ def study_params(size: str) -> dict:
 
 def sepcost(folder: Path, *argv: str) -> None:
     subprocess.run([sys.executable, "-m", "pipeline.cli", *argv], cwd=folder, env=ENV, check=True,
-                   stdout=subprocess.DEVNULL)
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def one_round(folder: Path, variant: str, rng: random.Random) -> dict:
@@ -57,7 +57,8 @@ def one_round(folder: Path, variant: str, rng: random.Random) -> dict:
     run = f"{variant}-seed42"
     shutil.rmtree(folder / paths.model_dir(run), ignore_errors=True)
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant], cwd=folder,
-                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env={**ENV, "TQDM_MININTERVAL": "0"},  # the bar tells each step
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     seen, updates = b"", []  # (time, steps) of each bar update
     while len(updates) <= WARM_STEPS:
         chunk = os.read(proc.stderr.fileno(), 4096)
