@@ -86,7 +86,7 @@ def _train(cfg: Config, world: World) -> dict:
         raise UserError(f"{last_path}: written by a training on {resume.get('world_size', 1)} ranks, resumed on "
                         f"{world.size}: resume it on as many (the items of each rank depend on it), or delete it")
 
-    # set-up included; a stop signal from here on ends the training after a whole step
+    # set-up included; a stop signal from here on ends the training at its next update (no step begins after it)
     with _metered(cfg, world, out, spent) as (mlrun, meter), StopSignals() as signals:
         if resume and mlrun:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
