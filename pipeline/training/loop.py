@@ -110,7 +110,8 @@ def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.devic
             # is drawn: a model stopped before its turn starts there when resumed
             if step % train.accum_steps == 0 and stopper.before_update():
                 break
-            loader = loader or batches(slot, cfg, epoch, world, step, steps)
+            if loader is None:
+                loader = batches(slot, cfg, epoch, world, step, steps)
             update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
             losses.append(train_step(slot, *next(loader), cfg, device, update, world))
             step += 1
