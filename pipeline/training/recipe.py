@@ -26,8 +26,11 @@ def loss_fn(kind: str, model, wave: torch.Tensor, spec: torch.Tensor, reference:
 
 
 def optimiser(model: torch.nn.Module, train: TrainConfig, ranks: int = 1) -> torch.optim.Optimizer:
-    """Adam at the lr of the global batch of `ranks` data-parallel processes."""
-    return torch.optim.Adam(model.parameters(), lr=train.effective_lr(ranks), weight_decay=train.weight_decay)
+    """Adam at the lr of the global batch of `ranks` data-parallel processes; fused, one kernel per
+    parameter (torch's default on the CPU loops over a dozen operations per parameter:
+    `benchmarks/optimizer.py` measures the difference on a training's steps)."""
+    return torch.optim.Adam(model.parameters(), lr=train.effective_lr(ranks), weight_decay=train.weight_decay,
+                            fused=True)
 
 
 def scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig):
