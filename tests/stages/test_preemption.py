@@ -80,6 +80,7 @@ def _stop_in_the_second_epoch(folder, variant, extra, last):
     proc.send_signal(signal.SIGTERM)
     return proc, sent, bar.decode(errors="replace")
 
+
 def _identical(a, b) -> bool:
     if isinstance(a, torch.Tensor):
         return torch.equal(a, b)
