@@ -21,6 +21,7 @@ if not sys.stderr.isatty():
     os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 from pipeline import config  # noqa: E402
+from pipeline.allocator import keep_freed_memory  # noqa: E402
 from pipeline.config import study_file  # noqa: E402
 from pipeline.errors import Terminated, UserError  # noqa: E402
 
@@ -177,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config.load(args.params) if args.params else None
         if args.command in DVC_COMMANDS:
             study_file.check(cfg)
+        keep_freed_memory()  # before the stage's first tensor
         _run(args, importlib.import_module(STAGES[args.command]), cfg)
     except UserError as err:
         print(f"sepcost {args.command}: error: {err}", file=sys.stderr)
