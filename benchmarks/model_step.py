@@ -16,7 +16,8 @@ Every measurement runs in a fresh subprocess, so that its peak resident memory i
   which bounds what any reorganisation of the rest can gain;
 - the project's step under CPU bf16 autocast (a route, not the default: it changes the numerics);
 - the separation of 10 s of stereo (inference mode) and its real-time factor;
-- the step at params.yaml's base size;
+- the step at params.yaml's base size, and at 4x its batch: the bound on what training a
+  variant's four per-target models as one batched model could gain;
 - the band split and masker alone, loop against project, forward + backward.
 Targets: step >= 1.3x the baseline at <= 0.6x its peak memory; real-time factor <= 0.25; band
 split and masker >= 1.5x. Run it alone on the machine: it prints the load average.
@@ -67,9 +68,10 @@ def peak_rss_gb() -> float:
 # ----------------------------------------------------------------------------- children
 
 
-def child_step(spec: dict, steps: int, sep=None, bf16: bool = False) -> dict:
-    """Training steps of `sep` (default: the project's model of `spec`), fp32 or under CPU bf16
-    autocast; the median time, peak memory and, in one more profiled step, the recurrent kernels' time."""
+def child_step(spec: dict, steps: int, sep=None, bf16: bool = False, batch: int = 2) -> dict:
+    """Training steps of `sep` (default: the project's model of `spec`) on `batch` items, fp32 or
+    under CPU bf16 autocast; the median time, peak memory and, in one more profiled step, the
+    recurrent kernels' time."""
     import contextlib
 
     import torch
@@ -79,8 +81,8 @@ def child_step(spec: dict, steps: int, sep=None, bf16: bool = False) -> dict:
     torch.manual_seed(0)
     sep = (sep or build_separator(spec)).train()
     opt = torch.optim.Adam(sep.parameters(), lr=1e-3)
-    mixture = torch.randn(2, 2, 3 * SAMPLE_RATE) * 0.1
-    reference = torch.randn(2, 1, 2, 3 * SAMPLE_RATE) * 0.1
+    mixture = torch.randn(batch, 2, 3 * SAMPLE_RATE) * 0.1
+    reference = torch.randn(batch, 1, 2, 3 * SAMPLE_RATE) * 0.1
     ref_spec = sep.stft(reference)
     precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -301,6 +303,12 @@ def child_step_bf16(spec: dict, steps: int) -> dict:
     return child_step(spec, steps, bf16=True)
 
 
+def child_step_batch4(spec: dict, steps: int) -> dict:
+    """The step at 4x the batch: no batched (stacked) training of a variant's four per-target
+    models can take less than one model's step on their four batches together."""
+    return child_step(spec, steps, batch=8)
+
+
 def child_stages(spec: dict, steps: int) -> dict:
     """Band split and masker, loop vs project, forward + backward, same weights, same inputs."""
     import torch
@@ -375,7 +383,7 @@ def child_stages(spec: dict, steps: int) -> dict:
     return result
 
 
-CHILDREN = {"step": child_step, "step_loop": child_step_loop, "step_bf16": child_step_bf16,
+CHILDREN = {"step": child_step, "step_loop": child_step_loop, "step_bf16": child_step_bf16, "step_batch4": child_step_batch4,
             "separate": child_separate, "stages": child_stages}
 
 
@@ -390,6 +398,15 @@ def run_child(kind: str, size: str, args) -> dict:
     if proc.returncode:
         raise SystemExit(f"benchmark child {kind}/{size} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def native_bf16() -> bool:
+    """Whether the CPU computes bf16 itself (oneDNN emulates it elsewhere, far slower than fp32)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def verdict(ok: bool) -> str:
@@ -423,9 +440,14 @@ def main(argv=None) -> int:
         rounds.append({"baseline": run_child("step_loop", "paper", args), "project": run_child("step", "paper", args)})
     results: dict = {"threads": args.threads, "checkpoint_blocks": args.checkpoint_blocks, "rounds": rounds}
     if not args.skip_extras:
-        results["bf16"] = run_child("step_bf16", "paper", args)
+        if native_bf16():
+            results["bf16"] = run_child("step_bf16", "paper", args)
+        else:
+            print("bf16 autocast: skipped, this CPU has no native bf16 (AVX512-BF16 or AMX): emulated, it takes "
+                  "many times the fp32 step", flush=True)
         results["separate"] = run_child("separate", "paper", args)
         results["default"] = run_child("step", "default", args)
+        results["default_batch4"] = run_child("step_batch4", "default", args)
         results["stages"] = run_child("stages", "paper", args)
     results["loadavg_before"], results["loadavg_after"] = load_before, os.getloadavg()
     results["targets"] = TARGETS
@@ -471,6 +493,9 @@ def _print(results: dict, args) -> None:
         r = results["default"]
         print(f"params.yaml's base size: a training step {r['step_s'] * 1e3:.0f} ms, recurrent kernels "
               f"{r['rnn_s'] * 1e3:.0f} ms, peak RSS {r['rss_gb']:.2f} GB")
+        wide = results["default_batch4"]["step_s"] / r["step_s"]
+        print(f"  at 4x the batch it takes {wide:.2f}x as long: training a variant's 4 per-target models as one "
+              f"batched model could make their steps at most {4 / wide:.2f}x faster")
     if "stages" in results:
         s = results["stages"]
         print("stages at paper base size, forward + backward (best of runs), loop baseline / project "
