@@ -135,7 +135,7 @@ def test_local_jobs_two_at_a_time_are_recorded_by_dvc(repository):
 @pytest.mark.slow
 def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(repository):
     write_params(repository, {**TINY, "variants": {"base": {"seeds": 2}},
-                              "train": {**TINY["train"], "epoch_items": 96, "max_epochs": 3}})
+                              "train": {**TINY["train"], "epoch_items": 64, "max_epochs": 3}})
     assert _sepcost(repository, "resolve").returncode == 0
     run = run_key("base", 42)
     last = repository / "models" / run / "last.pt"

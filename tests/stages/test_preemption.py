@@ -94,7 +94,7 @@ def _identical(a, b) -> bool:
 # (variant, its overrides, train's extra arguments): Open-Unmix draws dropout masks from torch's
 # generator; base has no dropout but trains its four models side by side in threads, or as two
 # data-parallel ranks (torchrun, gloo) whose signal comes through torchrun's agent.
-LONGER = {"epoch_items": 96, "max_epochs": 3}
+LONGER = {"epoch_items": 64, "max_epochs": 3}
 CASES = {
     "base": ("base", {"base": {"train": LONGER}}, []),
     "umx": ("umx", {"umx": {"train": LONGER}}, []),
