@@ -14,7 +14,8 @@ Every measurement runs in a fresh subprocess, so that its peak resident memory i
   checked against the project's. The project runs as the study does (`checkpoint_blocks` blocks
   recomputed in backward). One more step of each is profiled for the time in the recurrent kernels,
   which bounds what any reorganisation of the rest can gain;
-- the project's step under CPU bf16 autocast (a route, not the default: it changes the numerics);
+- the project's step under CPU bf16 autocast (a route, not the default: it changes the numerics),
+  where the CPU has native bf16;
 - the separation of 10 s of stereo (inference mode) and its real-time factor;
 - the step at params.yaml's base size, and at 4x its batch: the bound on what training a
   variant's four per-target models as one batched model could gain;
@@ -383,8 +384,8 @@ def child_stages(spec: dict, steps: int) -> dict:
     return result
 
 
-CHILDREN = {"step": child_step, "step_loop": child_step_loop, "step_bf16": child_step_bf16, "step_batch4": child_step_batch4,
-            "separate": child_separate, "stages": child_stages}
+CHILDREN = {"step": child_step, "step_loop": child_step_loop, "step_bf16": child_step_bf16,
+            "step_batch4": child_step_batch4, "separate": child_separate, "stages": child_stages}
 
 
 # ----------------------------------------------------------------------------- parent
@@ -444,7 +445,7 @@ def main(argv=None) -> int:
             results["bf16"] = run_child("step_bf16", "paper", args)
         else:
             print("bf16 autocast: skipped, this CPU has no native bf16 (AVX512-BF16 or AMX): emulated, it takes "
-                  "many times the fp32 step", flush=True)
+                  "many times the fp32 step", file=sys.stderr)
         results["separate"] = run_child("separate", "paper", args)
         results["default"] = run_child("step", "default", args)
         results["default_batch4"] = run_child("step_batch4", "default", args)
