@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 TARGETS = {"step_ratio": 1.3, "memory_ratio": 0.6, "rtf": 0.25, "stage_ratio": 1.5}
 SAMPLE_RATE = 44100
+STEP_BATCH = 2  # items of 3 s stereo in a benchmarked training step
 
 
 # ----------------------------------------------------------------------------- configurations
@@ -69,7 +70,7 @@ def peak_rss_gb() -> float:
 # ----------------------------------------------------------------------------- children
 
 
-def child_step(spec: dict, steps: int, sep=None, bf16: bool = False, batch: int = 2) -> dict:
+def child_step(spec: dict, steps: int, sep=None, bf16: bool = False, batch: int = STEP_BATCH) -> dict:
     """Training steps of `sep` (default: the project's model of `spec`) on `batch` items, fp32 or
     under CPU bf16 autocast; the median time, peak memory and, in one more profiled step, the
     recurrent kernels' time."""
@@ -307,7 +308,7 @@ def child_step_bf16(spec: dict, steps: int) -> dict:
 def child_step_batch4(spec: dict, steps: int) -> dict:
     """The step at 4x the batch: no batched (stacked) training of a variant's four per-target
     models can take less than one model's step on their four batches together."""
-    return child_step(spec, steps, batch=8)
+    return child_step(spec, steps, batch=4 * STEP_BATCH)
 
 
 def child_stages(spec: dict, steps: int) -> dict:
