@@ -37,8 +37,9 @@ def save_models(path: Path, variant: str | None, config: dict, models: list[dict
 
 
 def load_models(path: Path, device="cpu") -> list[torch.nn.Module]:
-    """The models of a best.pt checkpoint, ready for inference; no params file needed."""
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    """The models of a best.pt checkpoint on `device`, ready for inference; no params file needed.
+    Each is built and loaded on the CPU, then moved."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a sepcost checkpoint (expected models/<variant>/best.pt)")
     models = []

@@ -17,13 +17,14 @@ from pipeline.errors import UserError
 from pipeline.inference.separate import estimate
 
 
-def separate_files(files: list[str], checkpoint, out_dir, cfg: EvalConfig, device=None) -> list:
-    """`sepcost separate`: each wav or flac file into <out_dir>/<file name>/<target>.wav.
+def separate_files(files: list[str], checkpoint, out_dir, cfg: EvalConfig, device="cpu") -> list:
+    """`sepcost separate`: each wav or flac file into <out_dir>/<file name>/<target>.wav, the
+    models on `device`.
 
     Any sample rate and mono or stereo: the audio is resampled to the model's rate and made stereo
     on the way in, and brought back to the file's rate and channel count on the way out.
     """
-    models = load_models(checkpoint, device or "cpu")
+    models = load_models(checkpoint, device)
     model_rate = models[0].spec["sample_rate"]
     targets = [t for m in models for t in m.spec["targets"]]
     written = []
@@ -40,7 +41,7 @@ def separate_files(files: list[str], checkpoint, out_dir, cfg: EvalConfig, devic
         if audio.shape[1] == 0:
             raise UserError(f"{path}: no audio samples")
         stereo = np.repeat(audio, 2, axis=0) if channels == 1 else audio
-        estimates = estimate(models, torch.from_numpy(resample(stereo, rate, model_rate)), cfg, model_rate, device)
+        estimates = estimate(models, torch.from_numpy(resample(stereo, rate, model_rate)), cfg, model_rate)
         for target, separated in zip(targets, estimates.numpy()):
             back = resample(separated, model_rate, rate)[:, : audio.shape[1]]
             back = np.pad(back, ((0, 0), (0, audio.shape[1] - back.shape[1])))

@@ -1,6 +1,6 @@
 """One model under training (a per-target model or the joint model): its optimiser, schedule,
 sampler and early-stopping state, and how it is built and restored. Imports `model`, the
-config schema, the data package's sampler and the recipe.
+config schema, the data package's sampler, the recipe and `pipeline.boundary`.
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model import build_separator
+from pipeline.boundary import to_device, to_host
 from pipeline.config.schema import Config, TrainConfig
 from pipeline.data.manifest import Manifest
 from pipeline.data.sampler import TrackStore, TrainingSampler
@@ -64,7 +65,7 @@ class Slot:
         monitored = usdr if train.monitor == "usdr" else -loss
         if monitored > self.best_score:
             self.best_score, self.best_epoch, self.bad_epochs = monitored, epoch + 1, 0
-            self.best_state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+            self.best_state = {k: v.clone() for k, v in to_host(self.model.state_dict()).items()}
         else:
             self.bad_epochs += 1
             self.stopped = self.bad_epochs >= train.patience
@@ -91,6 +92,6 @@ def init_umx_stats(slot: Slot) -> None:
     from model.umx import input_statistics
 
     items = min(UMX_STATS_ITEMS, len(slot.sampler))
-    batches = (slot.sampler[i][0][None] for i in range(items))
+    batches = (to_device(slot.model, slot.sampler[i][0][None])[0] for i in range(items))
     mean, std = input_statistics(slot.model, batches)
     slot.model.set_input_stats(mean, std)

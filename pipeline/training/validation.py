@@ -1,6 +1,7 @@
 """Validation on whole tracks after each epoch: every model's uSDR and loss per target, and the
-trivial estimates' scores for the learning check. Imports the inference core, the metrics, the
-recipe's loss, the data package and `pipeline.runtime`.
+trivial estimates' scores for the learning check. The separation and the loss run on the models'
+device (`pipeline.boundary`), the uSDR on the CPU. Imports the inference core, the metrics, the
+recipe's loss, the data package, `pipeline.boundary` and `pipeline.runtime`.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import paths
+from pipeline.boundary import apply, device_of
 from pipeline.config.schema import Config
 from pipeline.data.audio import load_stems
 from pipeline.data.manifest import Manifest
@@ -22,7 +24,7 @@ VALID = "valid_"  # the prefix of validation scores: valid_usdr_vocals, valid_lo
 
 
 @torch.no_grad()
-def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, device, desc="validation",
+def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, desc="validation",
              should_stop=lambda: False) -> dict | None:
     """Whole-track separation of validation tracks: uSDR and loss per target, means over tracks.
 
@@ -33,20 +35,23 @@ def validate(models: list, tracks: list[dict], cfg: Config, sample_rate: int, de
     targets = [t for m in models for t in m.spec["targets"]]
     owner = [m for m in models for _ in m.spec["targets"]]
 
+    def loss(model, est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        spec = model.stft(est) if cfg.train.loss != "t" else None
+        return loss_fn(cfg.train.loss, model, est, spec, ref)
+
     def score(track: dict) -> dict | None:
         if should_stop():
             return None
-        estimates = separate(models, torch.from_numpy(track["mixture"]), cfg.eval, sample_rate, device)
+        estimates = separate(models, torch.from_numpy(track["mixture"]), cfg.eval, sample_rate)
         reference = torch.from_numpy(np.stack([track[t] for t in targets]))
         out = {}
         for i, (t, value) in enumerate(zip(targets, usdr(reference, estimates))):
             est, ref = estimates[None, i : i + 1], reference[None, i : i + 1]
-            spec = owner[i].stft(est) if cfg.train.loss != "t" else None
             out[f"{VALID}usdr_{t}"] = float(value)
-            out[f"{VALID}loss_{t}"] = float(loss_fn(cfg.train.loss, owner[i], est, spec, ref))
+            out[f"{VALID}loss_{t}"] = float(apply(owner[i], lambda e, r: loss(owner[i], e, r), est, ref))
         return out
 
-    with side_by_side(len(tracks), torch.device(device), cfg.runtime.threads) as (pool, _):
+    with side_by_side(len(tracks), device_of(models[0]), cfg.runtime.threads) as (pool, _):
         per_track = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=desc, unit="track", leave=False))
     if any(row is None for row in per_track):
         return None
