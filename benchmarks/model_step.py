@@ -14,7 +14,7 @@ Every measurement runs in a fresh subprocess, so that its peak resident memory i
   checked against the project's. The project runs as the study does (`checkpoint_blocks` blocks
   recomputed in backward). One more step of each is profiled for the time in the recurrent kernels,
   which bounds what any reorganisation of the rest can gain;
-- the project's step under CPU bf16 autocast (a route, not the default: it changes the numerics),
+- the project's step at `train.precision: bf16` on the CPU (a recipe of its own: it changes the numerics),
   where the CPU has native bf16;
 - the separation of 10 s of stereo (inference mode) and its real-time factor;
 - the step at params.yaml's base size, and at 4x its batch: the bound on what training a
@@ -74,11 +74,10 @@ def child_step(spec: dict, steps: int, sep=None, bf16: bool = False, batch: int 
     """Training steps of `sep` (default: the project's model of `spec`) on `batch` items, fp32 or
     under CPU bf16 autocast; the median time, peak memory and, in one more profiled step, the
     recurrent kernels' time."""
-    import contextlib
-
     import torch
 
     from model import build_separator
+    from pipeline.precision import autocast
 
     torch.manual_seed(0)
     sep = (sep or build_separator(spec)).train()
@@ -86,10 +85,8 @@ def child_step(spec: dict, steps: int, sep=None, bf16: bool = False, batch: int 
     mixture = torch.randn(batch, 2, 3 * SAMPLE_RATE) * 0.1
     reference = torch.randn(batch, 1, 2, 3 * SAMPLE_RATE) * 0.1
     ref_spec = sep.stft(reference)
-    precision = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
-
     def step() -> None:
-        with precision():
+        with autocast(torch.device("cpu"), "bf16" if bf16 else "fp32"):
             wave, spec_est = sep(mixture)
         loss = (wave - reference).abs().mean() + (spec_est.real - ref_spec.real).abs().mean() \
             + (spec_est.imag - ref_spec.imag).abs().mean()
@@ -301,7 +298,8 @@ def child_step_loop(spec: dict, steps: int) -> dict:
 
 
 def child_step_bf16(spec: dict, steps: int) -> dict:
-    """The project's training step under CPU bf16 autocast (not the default: it changes the numerics)."""
+    """The project's training step at `train.precision: bf16` on the CPU (a recipe of its own: it
+    changes the numerics)."""
     return child_step(spec, steps, bf16=True)
 
 
@@ -402,15 +400,6 @@ def run_child(kind: str, size: str, args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def native_bf16() -> bool:
-    """Whether the CPU computes bf16 itself (oneDNN emulates it elsewhere, far slower than fp32)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -442,7 +431,11 @@ def main(argv=None) -> int:
         rounds.append({"baseline": run_child("step_loop", "paper", args), "project": run_child("step", "paper", args)})
     results: dict = {"threads": args.threads, "checkpoint_blocks": args.checkpoint_blocks, "rounds": rounds}
     if not args.skip_extras:
-        if native_bf16():
+        import torch
+
+        from pipeline.precision import native_bf16
+
+        if native_bf16(torch.device("cpu")):
             results["bf16"] = run_child("step_bf16", "paper", args)
         else:
             print("bf16 autocast: skipped, this CPU has no native bf16 (AVX512-BF16 or AMX): emulated, it takes "
@@ -471,7 +464,7 @@ def _print(results: dict, args) -> None:
     rows = [("baseline: the replication's formulation", best["baseline"]),
             (f"project (checkpoint_blocks {args.checkpoint_blocks})", best["project"])]
     if "bf16" in results:
-        rows.append(("project, CPU bf16 autocast (not default)", results["bf16"]))
+        rows.append(("project, train.precision bf16", results["bf16"]))
     for label, r in rows:
         print(f"{label:44s} {r['step_s']:7.2f}s {r['rss_gb']:8.2f}G {r['rnn_s']:9.2f}s {r['step_s'] - r['rnn_s']:6.2f}s")
     b, p = best["baseline"], best["project"]

@@ -120,6 +120,9 @@ class TrainConfig:
     plateau_factor: float = num(0.3, 0.0, 1.0, lo_open=True)  # Open-Unmix's ReduceLROnPlateau
     plateau_patience: int = num(80, 1)
     valid_tracks: int = num(0, 0)  # 0 = every validation track
+    # the training steps' precision (pipeline/precision.py); the replication trained in fp32
+    # (Lightning's default, on V100s, which have no native bf16)
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def global_batch(self, ranks: int = 1) -> int:
         """Items per optimiser update: the batch of each of `ranks` data-parallel processes times
@@ -149,6 +152,7 @@ class EvalConfig:
     test_tracks: int = num(0, 0)  # 0 = every test track
     write_estimates: bool = False
     stream_frames: int = num(4, 1)  # causal models also separate streaming, this many STFT frames a chunk
+    precision: Literal["fp32", "bf16"] = "fp32"  # every separation's: validation, evaluation, `separate`
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ class LaunchConfig:
 class RuntimeConfig:
     """Machine knobs: how fast and where, never what. They enter no fingerprint and no DVC params."""
 
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU if there is one (bf16 autocast)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU if there is one
     threads: int = num(0, 0)  # CPU threads; 0 = every core
     cache_gb: float = num(4.0, 0.0)  # training audio held in memory up to this size, else read from disk
     num_workers: int = num(0, 0)  # DataLoader worker processes

@@ -74,14 +74,15 @@ def scorer(backend: str) -> str:
 def protocol(eval_cfg, backend: str, data_source: str, data_digest: str, tracks: int) -> dict:
     """How a score was computed, so that no two scores computed differently share a column unflagged:
     the metrics' definitions, BSSEval's window, hop and filter length and who computed it, the
-    inference (segment, overlap, mode, Wiener filter) and the data set (source, content digest)."""
+    inference (segment, overlap, mode, Wiener filter, precision) and the data set (source, content
+    digest)."""
     return {
         "usdr": "mean over tracks of the whole-track SDR (eps 1e-7)",
         "csdr": "BSSEval v4 SDR, median over 1 s frames, then over tracks",
         "bsseval": {"window_s": 1.0, "hop_s": 1.0, "filters_len": FILTERS_LEN, "by": scorer(backend)},
         "inference": {"mode": eval_cfg.mode, "segment_s": eval_cfg.segment_s,
                       **({"overlap": eval_cfg.overlap} if eval_cfg.mode == "crossfade" else {"hop_s": eval_cfg.hop_s}),
-                      "wiener_iterations": eval_cfg.wiener_iterations},
+                      "wiener_iterations": eval_cfg.wiener_iterations, "precision": eval_cfg.precision},
         "data": {"source": data_source, "digest": data_digest[:16], "test_tracks": tracks},
     }
 

@@ -9,14 +9,17 @@ overlap-added back. Two ways, from `eval.mode`:
 Both normalise by the summed weights, so a model that returns its input returns the track exactly.
 The last chunk ends with the track: no model time is spent on padding. `estimate` adds
 Open-Unmix's Wiener post-filter where `eval` asks for it (evaluation and `sepcost separate`;
-validation scores the models' own output).
+validation scores the models' own output). The models run where they are, at `eval.precision`:
+each batch of chunks and the Wiener filter cross the device boundary (`pipeline.boundary`); the
+overlap-add is on the CPU.
 """
 from __future__ import annotations
 
 import torch
 
+from pipeline import precision
+from pipeline.boundary import apply, device_of
 from pipeline.config.schema import EvalConfig
-from pipeline.runtime import autocast
 
 
 def chunk_weights(cfg: EvalConfig, sample_rate: int) -> tuple[torch.Tensor, int, int]:
@@ -36,13 +39,13 @@ def chunk_weights(cfg: EvalConfig, sample_rate: int) -> tuple[torch.Tensor, int,
 
 
 @torch.no_grad()
-def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int, device=None) -> torch.Tensor:
+def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int) -> torch.Tensor:
     """Estimates of every target of `models`, in their order, for one whole track.
 
-    models: separators, each returning (wave (batch, targets, channels, samples), spec);
-    mixture: (channels, samples). Returns float32 (targets, channels, samples) on the CPU.
+    models: separators, each returning (wave (batch, targets, channels, samples), spec), on any
+    device; mixture: (channels, samples) on the CPU. Returns float32 (targets, channels, samples)
+    on the CPU.
     """
-    device = torch.device(device or "cpu")
     weights, hop, pad = chunk_weights(cfg, sample_rate)
     segment = weights.numel()
     channels, length = mixture.shape
@@ -65,10 +68,8 @@ def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int, d
         out = torch.zeros(len(model.spec["targets"]), channels, total)
         for batch in batches:
             size = sizes[batch[0]]
-            chunks = torch.stack([padded[:, starts[i] : starts[i] + size] for i in batch]).to(device)
-            with autocast(device):
-                wave, _ = model(chunks)
-            wave = wave.float().cpu() * weights[:size]
+            chunks = torch.stack([padded[:, starts[i] : starts[i] + size] for i in batch])
+            wave = apply(model, lambda x: _waves(model, x, cfg.precision), chunks) * weights[:size]
             for i, chunk in zip(batch, wave):
                 out[:, :, starts[i] : starts[i] + size] += chunk
         outputs.append(out)
@@ -79,23 +80,33 @@ def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int, d
     return estimates[:, :, pad : pad + length].contiguous()
 
 
+def _waves(model, chunks: torch.Tensor, precision_name: str) -> torch.Tensor:
+    """The model's float32 waveforms of a batch of chunks, computed at `precision_name`."""
+    with precision.autocast(device_of(model), precision_name):
+        return model(chunks)[0].float()
+
+
 def _wiener(model, mixture: torch.Tensor, estimates: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
     """Open-Unmix's multichannel Wiener post-filter on whole-track estimates (targets, channels,
-    samples), the magnitudes taken from their STFT."""
+    samples), the magnitudes taken from their STFT; on the model's device."""
     from model.wiener import wiener
 
-    mix_spec = model.stft(mixture)  # (channels, bins, frames)
-    magnitudes = model.stft(estimates).abs()  # (targets, channels, bins, frames)
-    filtered = wiener(magnitudes, mix_spec, iterations=cfg.wiener_iterations,
-                      softmask=cfg.wiener_softmask, residual=cfg.wiener_residual)
-    return model.istft(filtered, length=mixture.shape[-1])[: estimates.shape[0]]
+    def post_filter(mixture: torch.Tensor, estimates: torch.Tensor) -> torch.Tensor:
+        mix_spec = model.stft(mixture)  # (channels, bins, frames)
+        magnitudes = model.stft(estimates).abs()  # (targets, channels, bins, frames)
+        filtered = wiener(magnitudes, mix_spec, iterations=cfg.wiener_iterations,
+                          softmask=cfg.wiener_softmask, residual=cfg.wiener_residual)
+        return model.istft(filtered, length=mixture.shape[-1])[: estimates.shape[0]]
+
+    return apply(model, post_filter, mixture, estimates)
 
 
 @torch.no_grad()
-def estimate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int, device=None) -> torch.Tensor:
+def estimate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int) -> torch.Tensor:
     """`separate`, then the Wiener post-filter when `cfg.wiener_iterations` > 0 and the models are
-    Open-Unmix. mixture: (channels, samples); returns float32 (targets, channels, samples)."""
-    estimates = separate(models, mixture, cfg, sample_rate, device)
+    Open-Unmix. mixture: (channels, samples) on the CPU; returns float32 (targets, channels,
+    samples) on the CPU."""
+    estimates = separate(models, mixture, cfg, sample_rate)
     if cfg.wiener_iterations > 0 and models[0].spec["arch"] == "umx":
         estimates = _wiener(models[0], mixture, estimates, cfg)
     return estimates

@@ -30,6 +30,7 @@ from pipeline.evaluation.metrics import aggregate, museval_json, protocol, score
 from pipeline.inference.separate import estimate
 from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
 from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, kwh_key, score_key
+from pipeline.precision import require
 from pipeline.runtime import pick_device, side_by_side
 
 
@@ -41,6 +42,7 @@ TEST_SCORES = ("usdr_", "csdr_", "streaming_", "separation_")
 def run(study: Config, variant: str, seed: int | None = None) -> dict:
     cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
+    require(cfg.params_file, "eval.precision", cfg.eval.precision, device)
     manifest = load_manifest()
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
@@ -49,14 +51,14 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     models = load_models(checkpoint, device)
 
     def separate(mixture, references):
-        return estimate(models, torch.from_numpy(mixture), cfg.eval, manifest.sample_rate, device).numpy()
+        return estimate(models, torch.from_numpy(mixture), cfg.eval, manifest.sample_rate).numpy()
 
     train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
     causal = is_causal(models)
     result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, manifest, lambda track_dir: {
         **_score_all(cfg, cfg.run, manifest, separate, device, track_dir),
-        **(_streaming(cfg, models[0], manifest) if causal else {})})
+        **(_streaming(cfg, models, manifest) if causal else {})})
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
           f"over {result['tracks']} tracks")
     if causal:
@@ -65,20 +67,20 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     return result
 
 
-def _streaming(cfg: Config, model, manifest: Manifest) -> dict:
-    """A causal model separating the test tracks as a stream (`inference.streaming`): its latency,
-    its real-time factor (a chunk's time over the audio it holds: mean, and worst chunk) and its uSDR."""
-    frames, hop = cfg.eval.stream_frames, model.stft_module.hop
+def _streaming(cfg: Config, models: list, manifest: Manifest) -> dict:
+    """Causal models separating the test tracks as a stream (`inference.streaming`): the latency,
+    the real-time factor (a chunk's time over the audio it holds: mean, and worst chunk) and the uSDR."""
+    frames, hop = cfg.eval.stream_frames, models[0].stft_module.hop
     per_track, times = {}, []
     for track in _test_tracks(cfg, manifest):
         stems = load_stems(manifest, track, ("mixture", *cfg.targets))
-        estimates, seconds = separate_streaming(model, torch.from_numpy(stems["mixture"]), frames)
+        estimates, seconds = separate_streaming(models, torch.from_numpy(stems["mixture"]), frames)
         per_track[track.name] = usdr(np.stack([stems[t] for t in cfg.targets]), estimates.numpy())
         times += seconds
     chunk_s = frames * hop / manifest.sample_rate
     scores = np.mean(list(per_track.values()), axis=0)
     return {"streaming_frames": frames,
-            "streaming_latency_ms": 1000 * latency_samples(model, frames) / manifest.sample_rate,
+            "streaming_latency_ms": 1000 * latency_samples(models[0], frames) / manifest.sample_rate,
             "streaming_rtf_mean": float(np.mean(times)) / chunk_s, "streaming_rtf_max": float(np.max(times)) / chunk_s,
             **{f"streaming_{score_key('usdr', t)}": float(v) for t, v in zip(cfg.targets, scores)},
             f"streaming_{score_key('usdr')}": float(np.mean(scores))}

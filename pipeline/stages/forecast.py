@@ -16,7 +16,7 @@ from pipeline.energy.codecarbon_adapter import carbon_intensity
 from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
-from pipeline.training import forecast
+from pipeline.training import forecast, recipe
 from pipeline.training.loop import train_steps
 from pipeline.training.slot import make_slot
 from pipeline.training.validation import load_validation_tracks, validate
@@ -25,6 +25,7 @@ from pipeline.training.validation import load_validation_tracks, validate
 def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dict:
     cfg = resolve(study, variant, seed)
     device = pick_device(cfg.runtime.device)
+    recipe.require_precisions(cfg, device)
     manifest = load_manifest()
     out = paths.forecast_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
         with meter.task("steps") as measured_steps:
             train_steps(slots, cfg, 1, device, measured, desc=f"{measured} measured steps")
         with meter.task("validation") as measured_validation:
-            validate([s.model for s in slots], valid, cfg, manifest.sample_rate, device)
+            validate([s.model for s in slots], valid, cfg, manifest.sample_rate)
 
         per_epoch = {key: steps_per_epoch * measured_steps[key] / measured + measured_validation[key]
                      for key in forecast.FIGURES}

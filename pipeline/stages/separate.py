@@ -11,17 +11,20 @@ from pipeline.config import Config, resolve
 from pipeline.energy.meter import energy_line
 from pipeline.errors import UserError
 from pipeline.inference.files import separate_files
+from pipeline.precision import require
 from pipeline.runtime import pick_device
 
 
 def run(study: Config, variant: str, audio: list[str], out: str, seed: int | None = None) -> list:
     cfg = resolve(study, variant, seed)  # an unknown variant is a config error, named as such
+    device = pick_device(cfg.runtime.device)
+    require(cfg.params_file, "eval.precision", cfg.eval.precision, device)
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{cfg.run}` first")
     stage = f"separate@{cfg.run}"
     with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}") as (mlrun, meter):
-        written = separate_files(audio, checkpoint, out, cfg.eval, pick_device(cfg.runtime.device))
+        written = separate_files(audio, checkpoint, out, cfg.eval, device)
         mlrun.log_metrics({"files": len(audio)})
     print(f"separate: {len(audio)} files, {energy_line(meter.totals())}")
     return written

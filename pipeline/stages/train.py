@@ -33,7 +33,7 @@ from pipeline.errors import Terminated, UserError
 from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
 from pipeline.runtime import pick_device
 from pipeline.specs import separator_specs
-from pipeline.training import forecast
+from pipeline.training import forecast, recipe
 from pipeline.training.distributed import World, random_state, restore_random_state
 from pipeline.training.loop import STEPS_S, Stopper, run_epoch
 from pipeline.training.preemption import StopSignals
@@ -76,6 +76,7 @@ def _metered(cfg: Config, world: World, out: Path, spent: dict):
 
 def _train(cfg: Config, world: World) -> dict:
     device = world.device(pick_device(cfg.runtime.device))
+    recipe.require_precisions(cfg, device)
     manifest = load_manifest()
     out = paths.model_dir(cfg.run)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,9 @@ from tqdm import tqdm
 
 from pipeline.config.schema import Config
 from pipeline.names import DURATION, ENERGY_KEYS, EPOCH, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, TARGETS
-from pipeline.runtime import autocast, side_by_side
+from pipeline import precision
+from pipeline.boundary import device_of, to_device, to_host
+from pipeline.runtime import side_by_side
 from pipeline.training.distributed import World, rank_items
 from pipeline.training.preemption import StopSignals
 from pipeline.training.recipe import loss_fn
@@ -27,14 +29,14 @@ from pipeline.training.validation import VALID, validate
 STEPS_S = "steps_s_"  # the seconds a model's steps took in an epoch, by model
 
 
-def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Config, device, update: bool,
+def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Config, update: bool,
                world: World) -> float:
-    """Forward and backward one batch; `update` averages the accumulated gradients over the ranks
-    and applies them (clipped)."""
+    """Forward and backward one batch on the model's device, at `train.precision`; `update`
+    averages the accumulated gradients over the ranks and applies them (clipped)."""
     train = cfg.train
-    mixture, sources = mixture.to(device), sources.to(device)
+    mixture, sources = to_device(slot.model, mixture, sources)
     reference = sources[:, [TARGETS.index(t) for t in slot.targets]]
-    with autocast(device):
+    with precision.autocast(device_of(slot.model), train.precision):
         wave, spec = slot.model(mixture)
     loss = loss_fn(train.loss, slot.model, wave.float(), spec, reference)
     (loss / train.accum_steps).backward()
@@ -44,7 +46,7 @@ def train_step(slot: Slot, mixture: torch.Tensor, sources: torch.Tensor, cfg: Co
             torch.nn.utils.clip_grad_norm_(slot.model.parameters(), train.grad_clip)
         slot.optimizer.step()
         slot.optimizer.zero_grad(set_to_none=True)
-    return loss.item()
+    return float(to_host(loss))
 
 
 def batches(slot: Slot, cfg: Config, epoch: int, world: World, first: int, steps: int):
@@ -113,7 +115,7 @@ def train_steps(active: list[Slot], cfg: Config, epoch: int, device: torch.devic
             if loader is None:
                 loader = batches(slot, cfg, epoch, world, step, steps)
             update = (step + 1) % train.accum_steps == 0 or step + 1 == steps
-            losses.append(train_step(slot, *next(loader), cfg, device, update, world))
+            losses.append(train_step(slot, *next(loader), cfg, update, world))
             step += 1
             bar.update()
         return {"steps": step, "losses": losses, "seconds": state["seconds"] + time.perf_counter() - started}
@@ -145,7 +147,7 @@ def run_epoch(slots: list[Slot], cfg: Config, epoch: int, device, valid: list[di
         scores = None
         if not stopper.signum:
             if world.main:
-                scores = validate([s.model for s in active], valid, cfg, sample_rate, device, should_stop=stopper.local)
+                scores = validate([s.model for s in active], valid, cfg, sample_rate, should_stop=stopper.local)
             scores = world.from_main(scores)
     energy = world.sum_over_nodes(task.energy if task else {}, ENERGY_KEYS, wall=(DURATION,))
     if scores is None:  # stopped: in a step, or while rank 0 validated

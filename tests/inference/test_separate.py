@@ -1,8 +1,10 @@
 import pytest
 import torch
 
+from model import build_separator
 from pipeline.config import EvalConfig
 from pipeline.inference.separate import chunk_weights, separate
+from pipeline.inference.streaming import is_causal, separate_streaming
 
 
 class Gain(torch.nn.Module):
@@ -45,3 +47,32 @@ def test_crossfade_weights_sum_to_one_across_the_overlap():
 def test_replication_defaults_are_ten_second_segments_with_one_second_fades():
     weights, hop, pad = chunk_weights(EvalConfig(), 44100)
     assert weights.numel() == 441_000 and hop == 396_900 and pad == 44_100
+
+
+def _umx(target: str, bidirectional: bool = False) -> torch.nn.Module:
+    torch.manual_seed(len(target))
+    spec = {"arch": "umx", "targets": [target], "sample_rate": 8000, "stft": {"n_fft": 256, "hop": 64},
+            "umx": {"hidden": 8, "layers": 2, "bidirectional": bidirectional}}
+    return build_separator(spec).eval()
+
+
+@pytest.mark.parametrize("frames", [1, 4, 7])
+def test_causal_models_per_target_stream_what_they_separate_offline(frames):
+    """One unidirectional Open-Unmix per target, fed the track chunk by chunk, gives the masks of
+    the whole track: the stream's estimates are the models' own, in the models' order."""
+    models = [_umx(t) for t in ("vocals", "bass", "drums", "other")]
+    mixture = torch.randn(2, 8000 + 123)
+    streamed, seconds = separate_streaming(models, mixture, frames)
+    with torch.no_grad():
+        offline = torch.cat([m(mixture[None])[0][0] for m in models])
+    assert streamed.shape == (4, 2, mixture.shape[-1]) and streamed.device.type == "cpu"
+    torch.testing.assert_close(streamed, offline, atol=1e-5, rtol=1e-4)
+    assert len(seconds) == -(-(mixture.shape[-1] // 64 + 1) // frames) and min(seconds) > 0
+
+
+def test_only_unidirectional_open_unmix_streams():
+    assert is_causal([_umx("vocals"), _umx("bass")])
+    assert not is_causal([_umx("vocals"), _umx("bass", bidirectional=True)])
+    assert not is_causal([])
+    with pytest.raises(ValueError, match="unidirectional"):
+        separate_streaming([_umx("vocals", bidirectional=True)], torch.randn(2, 1000), 4)
