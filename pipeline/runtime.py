@@ -1,4 +1,4 @@
-"""Where and how the computation runs: the device, mixed precision and CPU threads.
+"""Where and how the computation runs: the device and CPU threads.
 
 These are machine knobs (params section `runtime`): they change how fast a result comes, never
 the result, so they never enter a fingerprint. Imports torch only.
@@ -20,11 +20,10 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, full precision on the CPU."""
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on `device` (CUDA kernels run asynchronously): before reading a clock."""
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        torch.cuda.synchronize(device)
 
 
 def cores(threads: int = 0) -> int:
@@ -47,19 +46,23 @@ class InCallingThread(Executor):
 
 @contextlib.contextmanager
 def side_by_side(count: int, device: torch.device, threads: int = 0) -> Iterator[tuple[Executor, int]]:
-    """An executor for `count` independent jobs (models, tracks): on the CPU a pool of threads, the
-    cores shared among them; on a GPU, or for one job, the calling thread.
+    """An executor for `count` independent jobs (models, tracks): on the CPU a pool of threads, one
+    a core, each job on one intra-op thread; on a GPU, or for one job, the calling thread.
 
     The models of a CPU-sized study are too small for torch's intra-op threads (a step takes as
     long on one thread as on two), so independent models trained or run side by side in threads,
-    which torch's kernels let run in parallel, use the cores instead. Results do not depend on the
-    number of workers. Yields the executor and its number of workers.
+    which torch's kernels let run in parallel, use the cores instead. One intra-op thread a job
+    also keeps the results bitwise independent of the machine's cores and of `threads`: torch's
+    float32 reductions on the CPU sum in an order that depends on their thread count (a whole-track
+    validation loss differed in its last bits between one thread and two). Results do not depend
+    on the number of workers either. Yields the executor and its number of workers.
     """
     available = cores(threads)
-    workers = 1 if device.type != "cpu" else max(1, min(count, available))
+    on_cpu = device.type == "cpu"
+    workers = max(1, min(count, available)) if on_cpu else 1
     previous = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(max(1, available // workers))
+    if on_cpu:
+        torch.set_num_threads(1)
     elif threads > 0:
         torch.set_num_threads(threads)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="sepcost") if workers > 1 else InCallingThread()

@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from pipeline.names import TARGETS, run_key
 from pipeline.training import loop
 from pipeline.training.validation import mixture_usdr
 from pipeline.cli import main
-from tests.conftest import BASE, REPO, TINY, write_params
+from tests.conftest import BASE, REPO, TINY, run_in, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -225,3 +226,24 @@ def test_forecast_predicts_the_duration_of_the_training(study, capsys):
     _, runs = _client_and_runs(cfg)
     history = _client_and_runs(cfg)[0].get_metric_history(runs[-1].info.run_id, "forecast_duration_s")
     assert [m.step for m in history][0] == 0  # logged with the first epoch
+
+
+@pytest.mark.parametrize("knob", [{"device": "cpu"}, {"threads": 1}, {"cache_gb": 0.0}, {"num_workers": 1}],
+                         ids=lambda knob: next(iter(knob)))
+def test_a_runtime_knob_changes_neither_the_fingerprint_nor_the_result(trained_study, prepared_study, tmp_path, knob):
+    """Machine knobs change how fast a result comes, never the result: the same training with one
+    changed has the fingerprint (it would resume the other's checkpoint), weights and scores of
+    the trained fixture's (default knobs)."""
+    folder = tmp_path / "study"
+    shutil.copytree(prepared_study, folder)
+    write_params(folder, {**TINY, "runtime": knob})
+    assert run_in(folder, ["train", "--variant", "base"]) == 0
+    ours, theirs = (torch.load(f / "models" / BASE / "last.pt", weights_only=False) for f in (folder, trained_study))
+    assert ours["fingerprint"] == theirs["fingerprint"]
+    best = [torch.load(f / "models" / BASE / "best.pt", weights_only=False)["models"] for f in (folder, trained_study)]
+    for a, b in zip(*best):
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    rows = [[{k: v for k, v in row.items() if k.startswith(("valid_", "train_loss"))} for row in state["history"]]
+            for state in (ours, theirs)]
+    assert rows[0] == rows[1]
