@@ -70,7 +70,7 @@ def _run(args, stage, cfg) -> None:
         else:
             stage.run(cfg, args.variant, args.seed, dry_run=args.dry_run, executor=args.executor, jobs=args.jobs,
                       partition=args.partition, account=args.account, gpus_per_job=args.gpus,
-                      cpus_per_job=args.cpus, time_min=args.time_min, options=args.options)
+                      cpus_per_job=args.cpus, time_min=args.time_min, requeues=args.requeues, options=args.options)
 
 
 def _torchrun(args) -> None:
@@ -165,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, metavar="N", help="GPUs per job")
     p.add_argument("--cpus", type=int, metavar="N", help="CPUs per job")
     p.add_argument("--time-min", type=_positive_int, metavar="MIN", help="a job's time limit in minutes")
+    p.add_argument("--requeues", type=_positive_int, metavar="N",
+                   help="how often a job may reach its time limit and be requeued (default: as its forecast needs)")
     p.add_argument("--options", metavar="TEXT", help='more scheduler options, e.g. --options="--qos=high"')
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--dry-run", action="store_true", help="print the cluster script, submit nothing")

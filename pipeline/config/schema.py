@@ -186,6 +186,7 @@ class LaunchConfig:
     gpus_per_job: int = num(0, 0)
     cpus_per_job: int = num(0, 0)  # 0 = the scheduler's default
     time_min: int = num(1440, 1)  # a job's time limit; one that reaches it is checkpointed and requeued
+    requeues: int = num(0, 0)  # how often a job may reach its time limit; 0 = as its forecast needs
     options: str = ""  # more scheduler options, e.g. "--qos=high --constraint=a100" or "-t besteffort"
     folder: str = "launches"  # submitit's scripts, pickles and job logs
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -29,11 +30,12 @@ from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
 from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
 from pipeline.jobs.job import RunJob
-from pipeline.names import EPOCH, KWH_CODECARBON, RUN, run_key
+from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, RUN, run_key
 from pipeline.tracking.provenance import dvc_lock_entries
 
 RECORD = "launch.json"
 POLL_S = 2.0
+SUBMITIT_REQUEUES = 3  # submitit's own limit, for runs that have no forecast
 
 
 def chosen_runs(cfg: Config, variants: list[str] | None, seed: int | None) -> list[tuple[str, int]]:
@@ -46,6 +48,24 @@ def chosen_runs(cfg: Config, variants: list[str] | None, seed: int | None) -> li
     if not chosen:
         raise UserError(f"{cfg.params_file}: no run of the study matches --variant {variants} --seed {seed}")
     return chosen
+
+
+def requeue_limit(launch, chosen: list[tuple[str, int]]) -> tuple[int, str]:
+    """How often a job may reach its time limit and be requeued (submitit does not count
+    preemptions), and why: `runtime.launch.requeues` when set, else as often as the longest of the
+    chosen runs' forecast schedules needs (`sepcost forecast`), else submitit's own limit."""
+    if launch.requeues:
+        return launch.requeues, "runtime.launch.requeues"
+    hours = []
+    for variant, seed in chosen:
+        forecast = paths.forecast_dir(run_key(variant, seed)) / "forecast.json"
+        if forecast.exists():
+            hours.append(json.loads(forecast.read_text())[f"{FORECAST}{DURATION}"] / 3600)
+    if not hours:
+        return SUBMITIT_REQUEUES, "no run has a forecast: `sepcost forecast --variant NAME` sets the limit from one"
+    # each time limit holds that much of the schedule; one more for the time every restart repeats
+    limit = math.ceil(max(hours) * 60 / launch.time_min)
+    return limit, f"the longest forecast schedule, {max(hours):.1f} h, in {launch.time_min} min pieces, and one more"
 
 
 def _check_ready(cfg: Config) -> None:
@@ -73,6 +93,9 @@ def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None,
         return []
     _check_ready(cfg)
     executor = make_executor(launch, folder / "%j", where)
+    executor.max_num_timeout, why = requeue_limit(launch, chosen)
+    print(f"launch: a job that reaches its {launch.time_min} min limit is checkpointed and requeued, at most "
+          f"{executor.max_num_timeout} times ({why}); a preempted one always")
     jobs = [RunJob(str(Path.cwd()), cfg.params_file, v, s) for v, s in chosen]
     if launch.executor in CLUSTERS:
         with executor.batch():

@@ -1,10 +1,14 @@
 """Stopping a training within one step: what a cluster's warning signal, Ctrl-C or `kill` asks for.
 
-Inside `StopSignals()`, SIGTERM, SIGINT and SIGUSR1 (SLURM's warning before a time limit, with
-`--signal=USR1@...`) only record the request: the training loop finishes the step it is in, writes
-a checkpoint from which the run resumes exactly, closes its MLflow run KILLED with its energy and
-exits with 128 + the signal's number. A second signal exits at once, as an impatient user or the
-scheduler means it (the run is then closed by the next execution, see `tracking.close_lost`).
+Inside `StopSignals()`, SIGTERM, SIGINT, SIGUSR1 and SIGUSR2 only record the request: the training
+loop finishes the step it is in, writes a checkpoint from which the run resumes exactly, closes
+its MLflow run KILLED with its energy and exits with 128 + the first signal's number. A scheduler
+signals a job more than once for one stop: SLURM sends `--signal`'s warning (submitit asks for
+USR2) or, on preemption, SIGTERM to every process of the job, and the job's own process (submitit,
+torchrun's agent) forwards one more; so repeated signals only repeat the request, and the
+training checkpoints once (a scheduler that loses patience sends SIGKILL). A second SIGINT, a
+user's second Ctrl-C, exits at once (the run is then closed by the next execution, see
+`tracking.close_lost`).
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import signal
 import sys
 import threading
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
 
 
 class StopSignals:
@@ -35,9 +39,12 @@ class StopSignals:
         return False
 
     def _on_signal(self, signum, frame) -> None:
-        if self.requested:
-            print(f"train: {signal.Signals(signum).name} again: exiting now", file=sys.stderr, flush=True)
+        if self.requested and signum == signal.SIGINT:
+            print("train: SIGINT again: exiting now", file=sys.stderr, flush=True)
             os._exit(128 + signum)
+        if self.requested:
+            print(f"train: {signal.Signals(signum).name}: already stopping after this step", file=sys.stderr, flush=True)
+            return
         self.requested = signum
-        print(f"train: {signal.Signals(signum).name}: stopping after this step (send it again to exit now)",
+        print(f"train: {signal.Signals(signum).name}: stopping after this step (a second Ctrl-C exits now)",
               file=sys.stderr, flush=True)

@@ -2,8 +2,10 @@
 in a copy of the repository, recorded by DVC, one of them preempted and requeued."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,10 +14,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
-from pipeline import config
+from pipeline import config, paths
 from pipeline.cli import main
+from pipeline.stages.launch import SUBMITIT_REQUEUES, requeue_limit
 from pipeline.names import run_key
 from tests.conftest import REPO, TINY, error_line, write_params
 
@@ -57,6 +61,20 @@ def test_bad_scheduler_options_name_the_key(study, capsys):
     write_params(study, TINY)
     assert main(["launch", "--executor", "slurm", "--dry-run", "--options", "qos=high"]) == 2
     assert "runtime.launch: expected options such as --qos=high" in error_line(capsys)
+
+
+def test_the_requeue_limit_follows_the_longest_forecast_or_the_param(study):
+    """A job requeued each time it reaches its limit needs as many pieces as its schedule holds."""
+    launch = config.load("params.yaml").runtime.launch  # 1440 min a job
+    chosen = [("base", 42), ("large", 42)]
+    limit, why = requeue_limit(launch, chosen)
+    assert limit == SUBMITIT_REQUEUES and "sepcost forecast" in why
+    for run, hours in (("base-seed42", 30.0), ("large-seed42", 50.5)):
+        paths.forecast_dir(run).mkdir(parents=True)
+        (paths.forecast_dir(run) / "forecast.json").write_text(json.dumps({"forecast_duration_s": hours * 3600}))
+    assert requeue_limit(launch, chosen)[0] == 3  # 50.5 h in pieces of 24 h
+    assert requeue_limit(dataclasses.replace(launch, time_min=60), chosen)[0] == 51
+    assert requeue_limit(dataclasses.replace(launch, requeues=7), chosen) == (7, "runtime.launch.requeues")
 
 
 # ----------------------------------------------------------------------------- jobs on this machine
@@ -133,7 +151,7 @@ def test_local_jobs_two_at_a_time_are_recorded_by_dvc(repository):
 
 
 @pytest.mark.slow
-def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(repository):
+def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(repository, tmp_path):
     write_params(repository, {**TINY, "variants": {"base": {"seeds": 2}},
                               "train": {**TINY["train"], "epoch_items": 64, "max_epochs": 3}})
     assert _sepcost(repository, "resolve").returncode == 0
@@ -148,16 +166,30 @@ def test_a_preempted_job_is_requeued_and_resumes_from_its_checkpoint(repository)
         assert launch.poll() is None, launch.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    # the scheduler's preemption signal, as submitit's controller forwards it, to the job's task
+    # submitit's warning signal (USR2) as SLURM sends it: to every process of the job, the task
+    # (whose handler checkpoints the job, stopping the training with SIGTERM) and the training
     tasks = [p for p in psutil.Process(launch.pid).children(recursive=True)
              if "submitit.core._submit" in " ".join(p.cmdline())]
     assert len(tasks) == 1, [p.cmdline() for p in psutil.Process(launch.pid).children(recursive=True)]
-    os.kill(tasks[0].pid, signal.SIGUSR2)
+    for process in [tasks[0], *tasks[0].children(recursive=True)]:
+        process.send_signal(signal.SIGUSR2)
     out, err = launch.communicate(timeout=600)
     assert launch.returncode == 0, err[-3000:]
+    # the training took USR2 as a stop and the forwarded SIGTERM as its repeat: it checkpointed and
+    # closed its run KILLED with its energy itself (killed by USR2, it would have left the run to be
+    # closed by its resumption, `closed_by`)
     killed, finished = _training_runs(repository, run)[-2:]
     assert killed.info.status == "KILLED" and killed.data.metrics["run_energy_kwh_codecarbon"] > 0
+    assert "closed_by" not in killed.data.tags, killed.data.tags
     assert finished.info.status == "FINISHED" and finished.data.tags["resumed_from"] == killed.info.run_id
     assert int(finished.data.tags["resumed_after_epoch"]) >= 1
     result = json.loads((repository / "metrics" / "train" / f"{run}.json").read_text())
     assert result["epochs"] == 3
+    # the same training never stopped ends with the same weights, bit for bit
+    uninterrupted = tmp_path / "uninterrupted"
+    shutil.copytree(repository, uninterrupted, ignore=shutil.ignore_patterns("models", "launches", "mlflow.db"))
+    assert _sepcost(uninterrupted, "train", "--variant", "base", "--seed", "42").returncode == 0
+    ours, theirs = (torch.load(f / "models" / run / "best.pt", weights_only=False)["models"]
+                    for f in (repository, uninterrupted))
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k])
+               for a, b in zip(ours, theirs) for k in a["state_dict"])

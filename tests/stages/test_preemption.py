@@ -200,26 +200,45 @@ def test_a_stop_asked_between_steps_begins_no_step(prepared_study, tmp_path, mon
     assert _identical(before, [s.model.state_dict() for s in slots])
 
 
-def test_a_second_signal_exits_at_once(tmp_path):
-    """The first SIGTERM only asks for a stop after the current step; a second one ends the process
-    there and then, with the conventional status."""
-    script = textwrap.dedent("""
-        import sys, time
-        from pipeline.training.preemption import StopSignals
+STOPPING = textwrap.dedent("""
+    import sys, time
+    from pipeline.training.preemption import StopSignals
 
-        with StopSignals() as signals:
-            print("ready", flush=True)
-            while not signals.requested:
-                time.sleep(0.01)
-            print(f"asked to stop by {signals.requested}", flush=True)
-            while True:  # a step that would never end
-                time.sleep(0.01)
-    """)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+    with StopSignals() as signals:
+        print("ready", flush=True)
+        while not signals.requested:
+            time.sleep(0.01)
+        print(f"asked to stop by {signals.requested}", flush=True)
+        for _ in range(int(sys.argv[1])):  # a step of this many 10 ms
+            time.sleep(0.01)
+        print("step done", flush=True)
+""")
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    """The first SIGINT only asks for a stop after the current step; a second one, a user's second
+    Ctrl-C, ends the process there and then, with the conventional status."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPING, "1000000"], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.stdout.readline().strip() == f"asked to stop by {int(signal.SIGTERM)}"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
-    assert "again: exiting now" in proc.stderr.read()
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout.readline().strip() == f"asked to stop by {int(signal.SIGINT)}"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 128 + signal.SIGINT
+    assert "SIGINT again: exiting now" in proc.stderr.read()
+
+
+@pytest.mark.parametrize("first, then", [(signal.SIGUSR2, signal.SIGTERM), (signal.SIGTERM, signal.SIGTERM),
+                                         (signal.SIGUSR1, signal.SIGUSR2)])
+def test_a_scheduler_signalling_again_does_not_cut_the_step(tmp_path, first, then):
+    """SLURM signals every process of a job (its warning, or SIGTERM on preemption) and the job's
+    own process forwards one more: the step still ends, once, as the first signal asked."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPING, "100"], env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(first)
+    assert proc.stdout.readline().strip() == f"asked to stop by {int(first)}"
+    proc.send_signal(then)
+    assert proc.stdout.readline().strip() == "step done"
+    assert proc.wait(timeout=30) == 0
+    assert f"{signal.Signals(then).name}: already stopping after this step" in proc.stderr.read()
