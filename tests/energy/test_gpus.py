@@ -1,0 +1,203 @@
+"""Every form of CUDA_VISIBLE_DEVICES, resolved to the GPUs both energy methods price, on a simulated
+NVML: the `pynvml` functions that the project and CodeCarbon call answer from a small device table
+(names, UUIDs, MIG devices, an energy counter that grows with time at the GPU's power). The
+resolution, the meter, CodeCarbon's tracker and Green Algorithms around it are the real ones."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import pynvml
+import pytest
+
+from pipeline.config import EnergyConfig
+from pipeline.energy.hardware import visible_gpus
+from pipeline.energy.meter import EnergyMeter
+from pipeline.errors import UserError
+
+
+@dataclass(eq=False)
+class SimulatedGpu:
+    name: str
+    uuid: str
+    watts: float
+    counter: bool = True  # NVML's total-energy counter (Volta and newer)
+    migs: list["SimulatedGpu"] = field(default_factory=list)  # MIG devices: MIG mode on
+    started: float = field(default_factory=time.perf_counter)
+
+
+# GPU 0 meters its energy with a counter, GPU 1 (Pascal) only its power, GPU 2 is cut into MIG slices.
+NODE = [
+    SimulatedGpu("NVIDIA A100-SXM4-40GB", "GPU-a1a1a1a1-0000-0000-0000-000000000000", 300.0),
+    SimulatedGpu("Tesla P100-PCIE-16GB", "GPU-b2b2b2b2-0000-0000-0000-000000000000", 100.0, counter=False),
+    SimulatedGpu("NVIDIA A100-SXM4-40GB", "GPU-c3c3c3c3-0000-0000-0000-000000000000", 250.0, migs=[
+        SimulatedGpu("MIG 3g.20gb", "MIG-d4d4d4d4-0000-0000-0000-000000000000", 0.0),
+        SimulatedGpu("MIG 3g.20gb", "MIG-e5e5e5e5-0000-0000-0000-000000000000", 0.0)]),
+]
+
+
+def _not_supported(*_):
+    raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+
+
+def _energy_mj(gpu: SimulatedGpu) -> int:
+    if not gpu.counter or gpu.migs:
+        _not_supported()
+    return int((time.perf_counter() - gpu.started) * gpu.watts * 1000)
+
+
+def _mig_device(gpu: SimulatedGpu, slot: int) -> SimulatedGpu:
+    if slot >= len(gpu.migs):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+    return gpu.migs[slot]
+
+
+@pytest.fixture
+def nvml(monkeypatch):
+    """NODE behind pynvml, for this project and for CodeCarbon (which found no NVML at import);
+    CUDA_DEVICE_ORDER=PCI_BUS_ID, so CUDA's indices are NVML's. CodeCarbon's hardware cache is
+    emptied before and after, so no other test meters these GPUs."""
+    import codecarbon.core.gpu as cc_gpu
+    import codecarbon.core.gpu_nvidia as cc_nvidia
+    from codecarbon.core.hardware_cache import clear_cache
+
+    functions = {
+        "nvmlInit": lambda: None,
+        "nvmlDeviceGetCount": lambda: len(NODE),
+        "nvmlDeviceGetHandleByIndex": lambda i: NODE[i],
+        "nvmlDeviceGetName": lambda h: h.name,
+        "nvmlDeviceGetUUID": lambda h: h.uuid,
+        "nvmlDeviceGetMigMode": lambda h: [1, 1] if h.migs else _not_supported(),
+        "nvmlDeviceGetMaxMigDeviceCount": lambda h: 7,
+        "nvmlDeviceGetMigDeviceHandleByIndex": _mig_device,
+        "nvmlDeviceGetTotalEnergyConsumption": _energy_mj,
+        "nvmlDeviceGetPowerUsage": lambda h: int(h.watts * 1000),
+        "nvmlDeviceGetEnforcedPowerLimit": lambda h: int(h.watts * 1000),
+        "nvmlDeviceGetUtilizationRates": lambda h: pynvml.c_nvmlUtilization_t(50, 10),
+        "nvmlDeviceGetMemoryInfo": lambda h: pynvml.c_nvmlMemory_t(16 * 2**30, 16 * 2**30, 0),
+    }
+    for name, function in functions.items():
+        monkeypatch.setattr(pynvml, name, function)
+    monkeypatch.setattr(cc_nvidia, "pynvml", pynvml)
+    monkeypatch.setattr(cc_gpu, "PYNVML_AVAILABLE", True)
+    monkeypatch.setattr(cc_gpu, "is_nvidia_system", lambda: True)
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def _visible(monkeypatch, value: str | None):
+    if value is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    return visible_gpus()
+
+
+# ----------------------------------------------------------------------------- the resolution
+
+
+@pytest.mark.parametrize("value, indices, missing", [
+    (None, (0, 1, 2), "MIG mode is on"),  # every GPU, one of them cut into slices
+    ("", (), ""),  # no GPU visible: nothing to price
+    ("-1", (), ""),  # the idiom that hides every GPU
+    ("1,0", (1, 0), ""),
+    ("GPU-a1a1a1a1-0000-0000-0000-000000000000", (0,), ""),
+    ("GPU-b2b2", (1,), ""),  # a unique prefix, as CUDA accepts
+    ("GPU-b2b2,GPU-a1", (1, 0), ""),
+    ("MIG-e5e5e5e5-0000-0000-0000-000000000000", (2,), "a MIG slice of GPU 2"),
+    ("MIG-d4d4", (2,), "a MIG slice of GPU 2"),
+    ("MIG-GPU-c3c3c3c3-0000-0000-0000-000000000000/1/0", (2,), "a MIG slice of GPU 2"),  # the legacy form
+    ("GPU-ffff", (), "'GPU-ffff' matches no GPU"),
+    ("GPU-", (), "matches 3 GPUs"),  # a prefix of every UUID
+    ("0,GPU-ffff,1", (0,), "'GPU-ffff' matches no GPU"),  # CUDA stops at the first invalid entry
+    ("0,-1,1", (0,), ""),
+])
+def test_each_form_resolves_to_the_gpus_cuda_uses(nvml, monkeypatch, value, indices, missing):
+    gpus = _visible(monkeypatch, value)
+    assert gpus.indices == indices
+    assert (missing in gpus.missing) if missing else gpus.missing == ""
+    if not indices and not missing:
+        assert gpus.scope.startswith("no GPU visible")
+
+
+@pytest.mark.parametrize("value, line", [
+    ("3", "CUDA_VISIBLE_DEVICES='3': GPU index 3 is out of range: NVML lists 3 GPUs (0-2)"),
+    ("0,gpu0", "CUDA_VISIBLE_DEVICES='0,gpu0': entry 'gpu0' is not a GPU index, GPU-<uuid> or MIG-<uuid>"),
+])
+def test_a_bad_variable_is_one_line_naming_it(nvml, monkeypatch, value, line):
+    with pytest.raises(UserError) as err:
+        _visible(monkeypatch, value)
+    assert str(err.value) == line
+
+
+def test_indices_of_differing_gpus_need_the_pci_order(nvml, monkeypatch):
+    monkeypatch.delenv("CUDA_DEVICE_ORDER")  # CUDA's default, fastest first: GPU 0 need not be NVML's 0
+    assert "CUDA_DEVICE_ORDER" in _visible(monkeypatch, "0").missing
+    assert _visible(monkeypatch, "GPU-a1").missing == ""  # a UUID names one GPU whatever the order
+
+
+def test_without_nvml_there_is_no_gpu(monkeypatch):
+    def no_driver():
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_DRIVER_NOT_LOADED)
+
+    monkeypatch.setattr(pynvml, "nvmlInit", no_driver)
+    gpus = _visible(monkeypatch, "0")
+    assert gpus.devices == () and gpus.missing == "" and "NVML lists none" in gpus.scope
+
+
+# ----------------------------------------------------------------------------- both methods
+
+
+def _meter(tmp_path, monkeypatch, value: str) -> EnergyMeter:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    with EnergyMeter(EnergyConfig(measure_power_s=0.2), out_dir=tmp_path / "out", project_name="gpu") as meter:
+        time.sleep(1.0)
+    return meter
+
+
+@pytest.mark.parametrize("value, index, method", [
+    ("GPU-a1a1", 0, "nvml_counter"),  # a UUID: CodeCarbon alone would match no GPU and report 0 kWh
+    ("1", 1, "nvml_power"),  # no energy counter: power x time
+])
+def test_the_resolved_gpu_alone_is_metered_and_its_method_recorded(nvml, tmp_path, monkeypatch, value, index, method):
+    meter = _meter(tmp_path, monkeypatch, value)
+    totals, methods = meter.totals(), meter.methods
+    assert methods["codecarbon"] == "ok" and methods["gpu"] == method
+    assert methods["gpu_ids"] == str(index) and methods["ga_gpu_count"] == 1 and "gpu_missing" not in methods
+    # this GPU's power over the run, not the node's: the simulated GPUs draw 300, 100 and 250 W
+    assert totals["gpu_kwh"] == pytest.approx(NODE[index].watts * totals["duration_s"] / 3.6e6, rel=0.25)
+    assert meter.ga_inputs()["n_gpus"] == 1 and totals["ga_gpu_kwh"] > 0
+    assert methods["ga_gpu_tdp_source"].startswith("table: " + ("A100" if index == 0 else "P100"))
+
+
+def test_no_gpu_visible_prices_no_gpu_and_says_so(nvml, tmp_path, monkeypatch):
+    meter = _meter(tmp_path, monkeypatch, "")  # what `sepcost launch` gives a job with gpus_per_job 0
+    totals, methods = meter.totals(), meter.methods
+    assert totals["gpu_kwh"] == 0 and totals["ga_gpu_kwh"] == 0 and totals["energy_kwh_codecarbon"] > 0
+    assert methods["gpu"] == "none" and methods["gpu_scope"].startswith("no GPU visible")
+    assert methods["ga_gpu_count"] == 0 and "gpu_ids" not in methods
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("MIG-d4d4", "a MIG slice of GPU 2"),
+    ("GPU-ffff", "'GPU-ffff' matches no GPU"),
+])
+def test_a_gpu_that_cannot_be_attributed_is_missing_with_its_reason(nvml, tmp_path, monkeypatch, value, reason):
+    meter = _meter(tmp_path, monkeypatch, value)
+    totals, methods = meter.totals(), meter.methods
+    for key in ("gpu_kwh", "energy_kwh_codecarbon", "ga_gpu_kwh", "energy_kwh_green_algorithms"):
+        assert math.isnan(totals[key]), key
+    assert totals["cpu_kwh"] > 0 and totals["ga_cpu_kwh"] > 0  # the parts that were measured stay
+    assert methods["gpu"] == "missing" and reason in methods["gpu_missing"]
+
+
+def test_a_gpu_codecarbon_cannot_see_is_missing(nvml, tmp_path, monkeypatch):
+    import codecarbon.core.gpu as cc_gpu
+
+    monkeypatch.setattr(cc_gpu, "is_nvidia_system", lambda: False)  # no nvidia-smi on the PATH
+    meter = _meter(tmp_path, monkeypatch, "0")
+    assert math.isnan(meter.totals()["gpu_kwh"]) and "nvidia-smi" in meter.methods["gpu_missing"]
+    assert meter.totals()["ga_gpu_kwh"] > 0  # Green Algorithms still prices GPU 0 from its TDP
