@@ -10,7 +10,13 @@ scheduler samples all along. CodeCarbon has no public API for the running totals
 measures (RAPL, a CPU-load model, NVML, a RAM model), so this adapter reads a few private
 attributes. `tests/energy/test_codecarbon_contract.py`
 checks each of them against the installed version, and `pyproject.toml` pins the tested range.
-Imports CodeCarbon (lazily: importing it costs half a second) and `pipeline.errors`.
+
+CodeCarbon is told which GPUs to meter (`hardware.visible_gpus`, as NVML indices) rather than left
+to read CUDA_VISIBLE_DEVICES itself: it matches UUIDs after `lstrip("MIG-")` (which strips
+characters, not a prefix), so UUID and MIG forms match no GPU and it reports 0 kWh, and its
+hardware cache takes an empty list for "every GPU". A GPU part it cannot attribute is NaN.
+Imports CodeCarbon (lazily: importing it costs half a second), `pipeline.errors` and the GPUs'
+type from `hardware`.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.energy.hardware import VisibleGpus
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -123,17 +130,22 @@ def _quiet() -> bool:
 
 
 class Tracker:
-    """CodeCarbon's `OfflineEmissionsTracker` over one execution (no network, machine scope).
+    """CodeCarbon's `OfflineEmissionsTracker` over one execution (no network, machine scope), metering
+    exactly the GPUs of `gpus`.
 
     `status` says whether it runs ("ok", or why not); while it does not, every figure is NaN, a
-    missing measurement, never 0 kWh passed off as one.
+    missing measurement, never 0 kWh passed off as one. `gpu_missing` says why the GPU part (and so
+    the total) is NaN: `gpus.missing`, or CodeCarbon finding no GPU to meter where there is one.
     """
 
-    def __init__(self, cfg: EnergyConfig, out_dir: Path, project_name: str, intensity_g_per_kwh: float):
+    def __init__(self, cfg: EnergyConfig, out_dir: Path, project_name: str, intensity_g_per_kwh: float,
+                 gpus: VisibleGpus):
         self.cfg = cfg
         self.out_dir = out_dir
         self.project_name = project_name
         self.intensity_g_per_kwh = intensity_g_per_kwh
+        self.gpu_missing = gpus.missing
+        self._gpu_ids = [] if gpus.missing else list(gpus.indices)  # what CodeCarbon meters
         self.status = "not started"
         self.ok = False  # started; stays True after a failure at stop, whose totals still count
         self._tracker = None
@@ -161,10 +173,12 @@ class Tracker:
                 tracking_mode="process" if self.shared else "machine",
                 allow_multiple_runs=True,  # no lock file: a killed run must not disable the next
                 log_level="error" if _quiet() else _USER_LOG_LEVEL,
+                gpu_ids=self._gpu_ids,  # NVML indices; CodeCarbon 3 takes ints as indices
             )
             self._capture_logger()  # the tracker's constructor re-adds a console handler
             if self.cfg.rapl_dir:
                 _read_rapl_from(tracker, self.cfg.rapl_dir, self.out_dir)
+            self._meter_gpus(tracker)
             tracker.start()
         except Exception as err:
             self.status = f"failed: {type(err).__name__}: {err}"
@@ -172,6 +186,18 @@ class Tracker:
         self._tracker = tracker
         self.ok = getattr(tracker, "_start_time", None) is not None
         self.status = "ok" if self.ok else "failed to start"
+
+    def _meter_gpus(self, tracker) -> None:
+        """No GPU hardware where there is no GPU to meter (its cache would read `gpu_ids=[]` as every
+        GPU); where there is one and CodeCarbon found none (it looks for `nvidia-smi`), the GPU part
+        is missing."""
+        tracker._ensure_hardware_ready()  # CodeCarbon detects the hardware lazily, at start
+        gpu_hw = [hw for hw in tracker._hardware if type(hw).__name__ == "GPU"]
+        if not self._gpu_ids:
+            tracker._hardware = [hw for hw in tracker._hardware if hw not in gpu_hw]
+        elif not gpu_hw and not self.gpu_missing:
+            self.gpu_missing = (f"CodeCarbon found no NVIDIA GPU to meter (it needs nvidia-smi on the PATH), "
+                                f"but this process uses GPU {','.join(map(str, self._gpu_ids))}")
 
     def stop(self) -> None:
         """Measure the tail and write the CSV; keeps CodeCarbon's logged errors for `methods`."""
@@ -206,12 +232,17 @@ class Tracker:
                 t._measure_power_and_energy_if_stale(0.2)
             except Exception:
                 pass
-        return {"energy": float(t._total_energy.kWh), "cpu": float(t._total_cpu_energy.kWh),
-                "gpu": float(t._total_gpu_energy.kWh), "ram": float(t._total_ram_energy.kWh)}
+        out = {"energy": float(t._total_energy.kWh), "cpu": float(t._total_cpu_energy.kWh),
+               "gpu": float(t._total_gpu_energy.kWh), "ram": float(t._total_ram_energy.kWh)}
+        if self.gpu_missing:  # a part not measured: the total is not known either
+            out["gpu"] = out["energy"] = math.nan
+        return out
 
     def methods(self) -> dict:
         """How CodeCarbon measures here, read from the hardware objects it set up."""
         out: dict = {"codecarbon": self.status}
+        if self.gpu_missing:
+            out.update(gpu="missing", gpu_missing=self.gpu_missing)
         if self._log.messages:
             out["codecarbon_errors"] = " | ".join(self._log.messages)[:2000]
         tracker = self._tracker
@@ -224,11 +255,8 @@ class Tracker:
                 out["cpu"] = _CPU_MODES.get(mode, mode)
                 if mode in ("cpu_load", "constant") and getattr(hw, "_tdp", None):
                     out["cpu_tdp_w"] = float(hw._tdp)  # CodeCarbon's TDP for the whole CPU
-            elif kind == "GPU":
-                devices = getattr(getattr(hw, "devices", None), "devices", [])
-                nvidia = any(type(d).__name__ == "NvidiaGPUDevice" for d in devices)
-                out["gpu"] = "nvml" if nvidia else "amdsmi"
-                out["gpu_count"] = len(getattr(hw, "gpu_ids", None) or devices)
+            elif kind == "GPU" and not self.gpu_missing:
+                out["gpu"] = _gpu_method(hw)
             elif kind == "RAM":
                 if getattr(hw, "_force_ram_power", None) is not None:
                     out["ram"] = "constant"
@@ -241,9 +269,6 @@ class Tracker:
         out["tracking_mode"] = getattr(tracker, "_tracking_mode", "machine")
         if self.shared:
             out["node_shared"] = self.shared
-        gpu_ids = getattr(tracker, "_conf", {}).get("gpu_ids")
-        if gpu_ids:  # CodeCarbon measures only these: CUDA_VISIBLE_DEVICES, as the scheduler set it
-            out["gpu_ids"] = ",".join(map(str, gpu_ids))
         out["measure_power_s"] = self.cfg.measure_power_s
         ram_power = getattr(getattr(tracker, "_ram_power", None), "W", None)
         if ram_power:
@@ -259,6 +284,16 @@ class Tracker:
     def files(self) -> list[Path]:
         """CodeCarbon's CSV of this execution, if it wrote one."""
         return [p for p in [self.out_dir / EMISSIONS_CSV] if p.is_file()]
+
+
+def _gpu_method(hw) -> str:
+    """How CodeCarbon meters its GPUs: "nvml_counter" (NVML's total-energy counter, Volta and
+    newer), "nvml_power" (power x time, where the GPU has no counter or it failed), both joined by
+    "+" when the GPUs differ, or "amdsmi"."""
+    metered = [d for d in hw.devices.devices if d.gpu_index in hw._get_gpu_ids()]
+    if any(type(d).__name__ != "NvidiaGPUDevice" for d in metered):
+        return "amdsmi"
+    return "+".join(sorted({"nvml_power" if d._use_power_fallback else "nvml_counter" for d in metered})) or "none"
 
 
 def _read_rapl_from(tracker, rapl_dir: str, out_dir: Path) -> None:

@@ -12,6 +12,10 @@ A stage is wrapped from the outside, never from inside its loop::
 Resuming: energy spent by earlier executions of the same work is passed in as `previous` (a dict of
 `totals()`); `totals()` is then previous + this execution, and `run_totals()` this execution alone
 (the whole-study ledger sums the latter over every MLflow run, so nothing is counted twice).
+
+Both methods price the same GPUs, `hardware.visible_gpus()` (CUDA_VISIBLE_DEVICES resolved once);
+where their energy cannot be attributed to this process (a MIG slice, a UUID NVML does not know),
+the GPU part and the total of both methods are NaN and `methods["gpu_missing"]` says why.
 Imports the other modules of `pipeline.energy` and `pipeline.names`.
 """
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 
 from pipeline.energy.codecarbon_adapter import Tracker, carbon_intensity
 from pipeline.energy.green_algorithms import green_algorithms_kwh
-from pipeline.energy.hardware import GIB, cpu_tdp, detect_hardware, gpu_tdp, nvml_gpus
+from pipeline.energy.hardware import GIB, cpu_tdp, detect_hardware, gpu_tdp, visible_gpus
 from pipeline.energy.usage import Snapshot, UsageSampler
 from pipeline.names import (
     CO2,
@@ -98,9 +102,10 @@ class EnergyMeter:
         self._elsewhere = dict.fromkeys(ENERGY_KEYS, 0.0)  # this execution's energy measured on other nodes
         self.intensity_g_per_kwh = carbon_intensity(cfg)  # a bad country fails here, before any work
         self.hardware = detect_hardware()
-        self._gpus = [handle for _, handle, _ in nvml_gpus()]
+        self.gpus = visible_gpus()
+        self._gpus = [] if self.gpus.missing else [gpu.handle for gpu in self.gpus.devices]  # whose usage GA samples
         self._tdp_per_core_w, tdp_source = cpu_tdp(cfg.tdp_per_core_w, self.hardware["cpu_model"])
-        self._gpu_tdp_w, gpu_source = gpu_tdp(cfg.gpu_tdp_w, self.hardware["gpu_model"])
+        self._gpu_tdp_w, gpu_source = gpu_tdp(cfg.gpu_tdp_w, self.gpus.model)
         logical = max(1, self.hardware["cpu_logical_cores"])
         # Green Algorithms counts physical cores (the TDP table's unit) among the CPUs we may use.
         self._ga_cores = self.hardware["cpus_available"] * self.hardware["cpu_physical_cores"] / logical
@@ -119,13 +124,15 @@ class EnergyMeter:
             "ga_cores": round(self._ga_cores, 3),
             "ga_gpu_tdp_w": self._gpu_tdp_w,
             "ga_gpu_tdp_source": gpu_source,
-            "ga_gpu_count": len(self._gpus),
+            "ga_gpu_count": len(self.gpus.devices),
+            "gpu_scope": self.gpus.scope,
+            **({"gpu_ids": ",".join(map(str, self.gpus.indices))} if self.gpus.devices else {}),
             "ga_cpu_usage": "process tree CPU time / (wall time x CPUs available)",
             "ga_memory": "peak RSS of the process tree (GiB)",
         }
         self.tasks: list[TaskEnergy] = []
         self._lock = threading.RLock()
-        self._tracker = Tracker(cfg, self.out_dir, self.project_name, self.intensity_g_per_kwh)
+        self._tracker = Tracker(cfg, self.out_dir, self.project_name, self.intensity_g_per_kwh, self.gpus)
         self._sampler: UsageSampler | None = None
         self._start_snap: Snapshot | None = None
         self._t0 = 0.0
@@ -200,7 +207,7 @@ class EnergyMeter:
             "cores": self._ga_cores,
             "tdp_per_core_w": self._tdp_per_core_w,
             "cpu_usage": min(1.0, max(0.0, cpu_usage)),
-            "n_gpus": len(self._gpus),
+            "n_gpus": len(self.gpus.devices),
             "gpu_tdp_w": self._gpu_tdp_w,
             "gpu_usage": min(1.0, max(0.0, gpu_usage)),
             "memory_gb": peak / GIB,
@@ -211,7 +218,10 @@ class EnergyMeter:
 
     def _ga(self, inputs: Mapping) -> dict[str, float]:
         args = {k: v for k, v in inputs.items() if k != "system_cpu_usage"}
-        return green_algorithms_kwh(**args)
+        out = green_algorithms_kwh(**args)
+        if self.gpus.missing:  # their usage is not sampled (`_gpus` is empty): not 0 kWh, unknown
+            out.update(gpu_kwh=math.nan, energy_kwh=math.nan)
+        return out
 
     # -- results ---------------------------------------------------------------------------------
 

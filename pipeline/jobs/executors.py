@@ -1,11 +1,12 @@
 """submitit's executor for each way of running a launch, and the script a dry run prints.
 
-`local` runs the jobs on this machine, `jobs` at a time, each with its own GPU when there are
-GPUs (submitit sets CUDA_VISIBLE_DEVICES); `debug` runs them one after the other in this process
-(tests, pdb); `slurm` submits a job array (sbatch) and `oar` an OAR array (oarsub, through the
-submitit-oar plugin, the replication's scheduler). A dry run builds the submission script with
-submitit's own script builders, so it is the one a submission would write, without a scheduler.
-Imports submitit (and submitit-oar for OAR) and `pipeline.errors`.
+`local` runs the jobs on this machine, `jobs` at a time, each with GPUs of its own
+(`gpu_slots`: submitit sets each job's CUDA_VISIBLE_DEVICES) or, with `gpus_per_job: 0`, none;
+`debug` runs them one after the other in this process (tests, pdb); `slurm` submits a job array
+(sbatch) and `oar` an OAR array (oarsub, through the submitit-oar plugin, the replication's
+scheduler). A dry run builds the submission script with submitit's own script builders, so it is
+the one a submission would write, without a scheduler. Imports submitit (and submitit-oar for
+OAR), this process's GPUs from `pipeline.energy.hardware` and `pipeline.errors`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from pathlib import Path
 import submitit
 
 from pipeline.config.schema import LaunchConfig
-from pipeline.errors import ConfigError
+from pipeline.energy.hardware import visible_gpus
+from pipeline.errors import ConfigError, UserError
 
 CLUSTERS = ("slurm", "oar")
 
@@ -83,6 +85,24 @@ def make_executor(cfg: LaunchConfig, folder: Path, where: str):
     except RuntimeError as err:  # no sbatch / oarsub on this machine
         raise ConfigError(f"{where}: executor {cfg.executor}: {err} (try --dry-run to see the script)") from None
     return executor
+
+
+def gpu_slots(cfg: LaunchConfig, jobs: int, where: str) -> list[tuple[int, ...]]:
+    """The GPUs of each of `jobs` local jobs side by side: `cfg.gpus_per_job` of this process's GPUs
+    each, none shared, as NVML indices (the jobs run with CUDA_DEVICE_ORDER=PCI_BUS_ID, so CUDA's
+    indices are NVML's); `()` each with `gpus_per_job: 0`, so that a job on the CPU is charged for
+    no GPU. Refused in one line where the GPUs are too few or cannot be handed out whole."""
+    if cfg.gpus_per_job == 0:
+        return [()] * jobs
+    gpus = visible_gpus()
+    if gpus.missing:
+        raise UserError(f"{where}: gpus_per_job {cfg.gpus_per_job}: this machine's GPUs cannot be given one job "
+                        f"each: {gpus.missing}")
+    need = jobs * cfg.gpus_per_job
+    if need > len(gpus.devices):
+        raise UserError(f"{where}: {jobs} jobs at once x gpus_per_job {cfg.gpus_per_job} need {need} GPUs, "
+                        f"this process has {len(gpus.devices)} ({gpus.scope}): lower jobs or gpus_per_job")
+    return [gpus.indices[i * cfg.gpus_per_job:(i + 1) * cfg.gpus_per_job] for i in range(jobs)]
 
 
 def dry_run_script(cfg: LaunchConfig, folder: Path, jobs: int, where: str) -> str:

@@ -138,7 +138,7 @@ def _methods(tags: Mapping[str, str], prefixes: list[str]) -> str:
     out = []
     for p in prefixes:
         status = tags.get(f"{p}energy.method.codecarbon", "")
-        parts = [f"{k}={tags[f'{p}energy.method.{k}']}" for k in ("cpu", "gpu", "ram", "gpu_ids", "node_shared")
+        parts = [f"{k}={tags[f'{p}energy.method.{k}']}" for k in ("cpu", "gpu", "ram", "gpu_ids", "gpu_missing", "node_shared")
                  if f"{p}energy.method.{k}" in tags]
         text = " ".join(parts) if status == "ok" else f"codecarbon={status or 'not recorded'}"
         out.append(f"{p or 'own '}: {text}" if len(prefixes) > 1 else text)

@@ -28,7 +28,7 @@ from pipeline.atomic import write_json
 from pipeline.config import Config, runs as study_runs
 from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
 from pipeline.errors import UserError
-from pipeline.jobs.executors import CLUSTERS, dry_run_script, make_executor
+from pipeline.jobs.executors import CLUSTERS, dry_run_script, gpu_slots, make_executor
 from pipeline.jobs.job import RunJob
 from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, RUN, run_key
 from pipeline.tracking.provenance import dvc_lock_entries
@@ -104,26 +104,33 @@ def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None,
         print(f"launch: {len(submitted)} jobs submitted to {launch.executor} "
               f"({', '.join(j.job_id for j in submitted)}); watch them with `sepcost launch --status`")
         return [{"run": job.run, "job_id": sub.job_id, "state": "SUBMITTED"} for job, sub in zip(jobs, submitted)]
-    return _run_here(folder, launch, cfg, jobs, executor)
+    return _run_here(folder, launch, cfg, jobs, executor, where)
 
 
-def _run_here(folder: Path, launch, cfg: Config, jobs: list[RunJob], executor) -> list[dict]:
+def _run_here(folder: Path, launch, cfg: Config, jobs: list[RunJob], executor, where: str) -> list[dict]:
     """Local and debug jobs: `launch.jobs` at a time, until every one has ended. Jobs side by side
-    share the machine: each measures its own share of it (`energy.codecarbon_adapter.shared_node`)."""
+    share the machine's CPUs and RAM: each measures its own share of them
+    (`energy.codecarbon_adapter.shared_node`); each local job has GPUs of its own (`gpu_slots`),
+    handed to the next job when it ends."""
     side_by_side = min(launch.jobs, len(jobs)) if launch.executor == "local" else 1
-    os.environ[NODE_JOBS_ENV] = str(side_by_side)  # the jobs inherit this process's environment
+    slots = gpu_slots(launch, side_by_side, where) if launch.executor == "local" else [()]
+    # the jobs inherit this process's environment
+    os.environ.update({NODE_JOBS_ENV: str(side_by_side), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
     waiting, running, ended = list(jobs), [], []
-    submitted = []
+    free, submitted = list(range(side_by_side)), []
     with tqdm(total=len(jobs), desc="launch", unit="job") as bar:
         while waiting or running:
-            while waiting and len(running) < (1 if launch.executor == "debug" else launch.jobs):
-                job = waiting.pop(0)
-                running.append((job, executor.submit(job)))
+            while waiting and free:
+                job, slot = waiting.pop(0), free.pop(0)
+                if launch.gpus_per_job and launch.executor == "local":
+                    executor.update_parameters(visible_gpus=slots[slot])
+                running.append((job, executor.submit(job), slot))
                 submitted.append(running[-1])
-                _record(folder, launch, cfg, [j for j, _ in submitted], [s for _, s in submitted])
-            for job, handle in list(running):
+                _record(folder, launch, cfg, [j for j, _, _ in submitted], [s for _, s, _ in submitted])
+            for job, handle, slot in list(running):
                 if launch.executor == "debug" or handle.done():
-                    running.remove((job, handle))
+                    running.remove((job, handle, slot))
+                    free.append(slot)
                     ended.append(_outcome(job, handle))
                     bar.update()
             time.sleep(0 if launch.executor == "debug" else POLL_S)

@@ -14,6 +14,7 @@ from packaging.specifiers import SpecifierSet
 
 from pipeline.config import EnergyConfig
 from pipeline.energy.codecarbon_adapter import Tracker, carbon_intensity, known_country
+from pipeline.energy.hardware import visible_gpus
 from tests.conftest import REPO
 
 
@@ -32,7 +33,7 @@ def test_the_installed_codecarbon_is_in_the_tested_range():
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
     cfg = EnergyConfig(measure_power_s=0.5)
-    tracker = Tracker(cfg, tmp_path_factory.mktemp("contract"), "contract", carbon_intensity(cfg))
+    tracker = Tracker(cfg, tmp_path_factory.mktemp("contract"), "contract", carbon_intensity(cfg), visible_gpus())
     tracker.start()
     yield tracker
     tracker.stop()
@@ -67,6 +68,19 @@ def test_the_cpu_hardware_can_read_rapl_from_another_folder():
 
     params = inspect.signature(CPU.__init__).parameters
     assert {"output_dir", "mode", "model", "tdp", "rapl_dir", "tracking_mode"} <= set(params)
+
+
+def test_the_gpu_internals_the_adapter_reads_exist():
+    """The tracker takes the GPUs to meter (`gpu_ids`); `_gpu_method` reads which GPUs a GPU
+    hardware meters and whether each fell back to power x time (tests/energy/test_gpus.py runs
+    them on a simulated NVML)."""
+    import inspect
+
+    from codecarbon.emissions_tracker import BaseEmissionsTracker
+    from codecarbon.external.hardware import GPU
+
+    assert "gpu_ids" in inspect.signature(BaseEmissionsTracker.__init__).parameters
+    assert hasattr(GPU, "_get_gpu_ids") and "gpu_ids" in GPU.__dataclass_fields__
 
 
 def test_methods_name_how_it_measured(tracker):

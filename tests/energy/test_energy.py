@@ -193,7 +193,7 @@ def test_methods_are_read_from_the_tracker(measured):
     methods = measured["meter"].methods
     assert methods["codecarbon"] == "ok"
     assert methods["cpu"] in CPU_METHODS
-    assert methods["gpu"] in {"nvml", "amdsmi", "none"}
+    assert methods["gpu"] in {"nvml_counter", "nvml_power", "nvml_counter+nvml_power", "amdsmi", "none", "missing"}
     assert methods["ram"] in {"constant", "dimm_model_machine", "dimm_model_process", "raspberry_pmic"}
     assert methods["tracking_mode"] == "machine"
     assert "ga_tdp_source" in methods and "ga_memory" in methods

@@ -19,9 +19,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import config, paths
 from pipeline.cli import main
-from pipeline.stages.launch import SUBMITIT_REQUEUES, requeue_limit
+from pipeline.config.schema import LaunchConfig
+from pipeline.errors import UserError
+from pipeline.jobs.executors import gpu_slots, make_executor
 from pipeline.names import run_key
+from pipeline.stages.launch import SUBMITIT_REQUEUES, requeue_limit
 from tests.conftest import REPO, TINY, error_line, write_params
+from tests.nvml import nvml  # noqa: F401 (a fixture)
 
 RUNS = (("base", 42), ("base", 43), ("large", 42))
 
@@ -75,6 +79,40 @@ def test_the_requeue_limit_follows_the_longest_forecast_or_the_param(study):
     assert requeue_limit(launch, chosen)[0] == 3  # 50.5 h in pieces of 24 h
     assert requeue_limit(dataclasses.replace(launch, time_min=60), chosen)[0] == 51
     assert requeue_limit(dataclasses.replace(launch, requeues=7), chosen) == (7, "runtime.launch.requeues")
+
+
+# ----------------------------------------------------------------------------- each local job's GPUs
+
+
+def test_local_jobs_get_gpus_of_their_own_or_none(nvml, monkeypatch, tmp_path):
+    # the simulated node's GPUs 1 and 0, in that order: one each for two jobs side by side
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-b2b2,0")
+    where = "params.yaml: runtime.launch"
+    assert gpu_slots(LaunchConfig(gpus_per_job=1), 2, where) == [(1,), (0,)]
+    assert gpu_slots(LaunchConfig(gpus_per_job=2), 1, where) == [(1, 0)]
+    assert gpu_slots(LaunchConfig(gpus_per_job=0), 2, where) == [(), ()]  # on the CPU: charged for no GPU
+    # what submitit then gives a job (the real local executor, a job reading its environment)
+    for cfg, slot, seen in ((LaunchConfig(gpus_per_job=1), (1,), "1"), (LaunchConfig(), (), "")):
+        executor = make_executor(cfg, tmp_path / "%j", where)
+        if slot:
+            executor.update_parameters(visible_gpus=slot)
+        assert executor.submit(os.getenv, "CUDA_VISIBLE_DEVICES").result() == seen
+
+
+@pytest.mark.parametrize("visible, gpus, line", [
+    ("0,1", 2, "params.yaml: runtime.launch: 2 jobs at once x gpus_per_job 2 need 4 GPUs, this process has 2 "
+               "(GPU 0,1 of 3 (CUDA_VISIBLE_DEVICES='0,1')): lower jobs or gpus_per_job"),
+    (None, 1, "params.yaml: runtime.launch: gpus_per_job 1: this machine's GPUs cannot be given one job each: "
+              "MIG mode is on"),
+])
+def test_too_few_gpus_for_the_jobs_are_refused_in_one_line(nvml, monkeypatch, visible, gpus, line):
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    with pytest.raises(UserError) as err:
+        gpu_slots(LaunchConfig(gpus_per_job=gpus), 2, "params.yaml: runtime.launch")
+    assert str(err.value).startswith(line)
 
 
 # ----------------------------------------------------------------------------- jobs on this machine
