@@ -18,6 +18,10 @@ import sys
 import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# How long torchrun's agent, stopped by one of them, waits for its ranks to end (the rest of a
+# step, the checkpoint write, the run's close) before it kills them; torch's default is 30 s, less
+# than a paper-size checkpoint may take. A scheduler's own kill comes first where it is sooner.
+TORCHRUN_SHUTDOWN_S = 600
 
 
 class StopSignals:

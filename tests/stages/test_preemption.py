@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 
+import psutil
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -58,10 +59,11 @@ def _weights(folder, run):
     return [(s["model"], s["optimizer"]["state"]) for s in state["slots"]]
 
 
-def _stop_in_the_second_epoch(folder, variant, extra, last):
-    """`train` in `folder`, sent SIGTERM once its second epoch made a step, half a model's step
-    later: where a signal lands on average (the training stops after the step it is in). Returns
-    the process, the signal's time and the stderr read so far."""
+def _stop_in_the_second_epoch(folder, variant, extra, last, signum=signal.SIGTERM, to_all=False):
+    """`train` in `folder`, sent `signum` once its second epoch made a step, half a model's step
+    later: where a signal lands on average (the training stops after the step it is in); to the
+    command, or as SLURM signals a job, to every one of its processes (torchrun's agent and ranks).
+    Returns the process, the signal's time and the stderr read so far."""
     env = {**ENV, "TQDM_MININTERVAL": "0"}  # the progress bar tells each step
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "train", "--variant", variant, *extra],
                             cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -77,7 +79,8 @@ def _stop_in_the_second_epoch(folder, variant, extra, last):
     per_epoch = config.resolve(config.load(folder / "params.yaml"), variant).train.steps_per_epoch(state["world_size"])
     time.sleep(sum(row[k] for k in row if k.startswith(STEPS_S)) / len(state["slots"]) / per_epoch / 2)
     sent = time.time()
-    proc.send_signal(signal.SIGTERM)
+    for process in [psutil.Process(proc.pid), *(psutil.Process(proc.pid).children(recursive=True) if to_all else [])]:
+        process.send_signal(signum)
     return proc, sent, bar.decode(errors="replace")
 
 
@@ -91,24 +94,27 @@ def _identical(a, b) -> bool:
     return a == b
 
 
-# (variant, its overrides, train's extra arguments): Open-Unmix draws dropout masks from torch's
-# generator; base has no dropout but trains its four models side by side in threads, or as two
-# data-parallel ranks (torchrun, gloo) whose signal comes through torchrun's agent.
+# (variant, its overrides, train's extra arguments, the signal, sent to every process): Open-Unmix
+# draws dropout masks from torch's generator; base has no dropout but trains its four models side
+# by side in threads, or as two data-parallel ranks (torchrun, gloo) whose signal comes through
+# torchrun's agent, or, as SLURM sends submitit's warning, to the agent and the ranks alike.
 LONGER = {"epoch_items": 64, "max_epochs": 3}
+TWO_RANKS = ("base", {"base": {"train": {**LONGER, "batch_size": 2}}}, ["--nproc", "2"])
 CASES = {
-    "base": ("base", {"base": {"train": LONGER}}, []),
-    "umx": ("umx", {"umx": {"train": LONGER}}, []),
-    "base-2-ranks": ("base", {"base": {"train": {**LONGER, "batch_size": 2}}}, ["--nproc", "2"]),
+    "base": ("base", {"base": {"train": LONGER}}, [], signal.SIGTERM, False),
+    "umx": ("umx", {"umx": {"train": LONGER}}, [], signal.SIGTERM, False),
+    "base-2-ranks": (*TWO_RANKS, signal.SIGTERM, False),
+    "base-2-ranks-usr2-to-all": (*TWO_RANKS, signal.SIGUSR2, True),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped(prepared_study, tmp_path, case):
-    """SIGTERM in the second epoch: the training stops after its current update with a mid-epoch
-    checkpoint, its run KILLED with its energy; resumed, it ends bit for bit where an uninterrupted
-    training of the same seed does. The signal's time to the checkpoint and to the exit are written
-    to a test artifact."""
-    variant, variants, extra = CASES[case]
+    """A stop signal in the second epoch: the training stops after its current update with one
+    mid-epoch checkpoint, its run KILLED with its energy; resumed, it ends bit for bit where an
+    uninterrupted training of the same seed does. The signal's time to the checkpoint and to the
+    exit are written to a test artifact."""
+    variant, variants, extra, signum, to_all = CASES[case]
     overrides = {**TINY, "variants": variants}
     run = f"{variant}-seed42"
     whole = _study(prepared_study, tmp_path / "whole", overrides)
@@ -116,11 +122,12 @@ def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped
 
     stopped = _study(prepared_study, tmp_path / "stopped", overrides)
     last = stopped / paths.model_dir(run) / "last.pt"
-    proc, sent, err = _stop_in_the_second_epoch(stopped, variant, extra, last)
+    proc, sent, err = _stop_in_the_second_epoch(stopped, variant, extra, last, signum, to_all)
     out, rest = proc.communicate(timeout=300)
     out, err = out.decode(), err + rest.decode(errors="replace")
     exit_s, saved_s = time.time() - sent, last.stat().st_mtime - sent
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert proc.returncode == 128 + signum, err[-3000:]
+    assert out.count("stopped in epoch") == 1  # one checkpoint, however many copies of the signal came
 
     state = load_state(last)
     steps = state["progress"]
@@ -134,7 +141,7 @@ def test_a_training_stopped_mid_epoch_ends_with_the_weights_of_one_never_stopped
     write_s = float(re.search(r"checkpoint written in ([0-9.]+) s", out).group(1))
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"preemption-{case}.txt").write_text(
-        f"{case}: SIGTERM mid-step to checkpoint written {saved_s:.2f} s (the write {write_s:.2f} s), to exit "
+        f"{case}: {signal.Signals(signum).name} mid-step to checkpoint written {saved_s:.2f} s (the write {write_s:.2f} s), to exit "
         f"{exit_s:.2f} s (the run's close and the process's end {exit_s - saved_s:.2f} s); one training step "
         f"{step_s:.2f} s + the write = {step_s + write_s:.2f} s: the exit "
         f"is {'within' if exit_s <= step_s + write_s else 'over'} that\n")
