@@ -4,7 +4,8 @@ stopping, lr) of all the models still training, on this process or on every data
 An epoch stops between two updates when a stop signal came (`Stopper`); how far each model got
 (`progress`) is what an interrupted epoch resumes from, and with the random state the checkpoint
 keeps, it continues exactly as if it had never stopped. Imports the slot, the recipe's loss,
-validation, `training.distributed`, `training.preemption`, `pipeline.runtime` and `pipeline.names`.
+validation, `training.distributed`, `training.preemption`, `pipeline.boundary`, `pipeline.precision`,
+`pipeline.runtime` and `pipeline.names`.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from pipeline.config.schema import Config
-from pipeline.names import DURATION, ENERGY_KEYS, EPOCH, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, TARGETS
 from pipeline import precision
 from pipeline.boundary import device_of, to_device, to_host
+from pipeline.config.schema import Config
+from pipeline.names import DURATION, ENERGY_KEYS, EPOCH, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, TARGETS
 from pipeline.runtime import side_by_side
 from pipeline.training.distributed import World, rank_items
 from pipeline.training.preemption import StopSignals
