@@ -12,7 +12,6 @@ import argparse
 import importlib
 import logging
 import os
-import signal
 import sys
 
 # CodeCarbon logs even at level warning unless this is set before it is imported.
@@ -54,7 +53,7 @@ def _run(args, stage, cfg) -> None:
     elif command == "plan":
         stage.run(cfg, as_json=args.json)
     elif command == "train" and args.nproc > 1 and "LOCAL_RANK" not in os.environ:
-        _torchrun(args)
+        stage.run_ranks(args.params, args.variant, args.seed, args.nproc)
     elif command == "train":
         stage.run(cfg, args.variant, args.seed)
     elif command == "forecast":
@@ -72,36 +71,6 @@ def _run(args, stage, cfg) -> None:
             stage.run(cfg, args.variant, args.seed, dry_run=args.dry_run, executor=args.executor, jobs=args.jobs,
                       partition=args.partition, account=args.account, gpus_per_job=args.gpus,
                       cpus_per_job=args.cpus, time_min=args.time_min, requeues=args.requeues, options=args.options)
-
-
-def _torchrun(args) -> None:
-    """`train --nproc N`: this command again as N data-parallel ranks on this machine, under
-    torchrun's agent in this process. Every stop signal of a training (`training.preemption`),
-    SLURM's USR1 and USR2 included, reaches every rank through the agent, which waits for them to
-    checkpoint (the ranks take the agent's copy and the scheduler's own as one stop); the command
-    then exits as a rank does (128 + the signal's number), and a failed rank is named."""
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import parse_args, run
-
-    from pipeline.training.preemption import SIGNALS, TORCHRUN_SHUTDOWN_S
-
-    argv = ["--standalone", f"--nproc-per-node={args.nproc}",
-            f"--signals-to-handle={','.join(signal.Signals(s).name for s in SIGNALS)}",
-            f"--shutdown-timeout={TORCHRUN_SHUTDOWN_S}",
-            "-m", "pipeline.cli", "train", "--variant", args.variant, "--params", args.params]
-    if args.seed is not None:
-        argv += ["--seed", str(args.seed)]
-    try:
-        run(parse_args(argv))
-    except SignalException as err:
-        raise Terminated(err.sigval) from None
-    except ChildFailedError as err:
-        rank, failure = err.get_first_failure()
-        if failure.exitcode - 128 in SIGNALS:  # the ranks were stopped by a signal the agent did not get
-            raise Terminated(failure.exitcode - 128) from None
-        raise UserError(f"rank {rank} of {args.nproc} failed with exit code {failure.exitcode} "
-                        "(its error is printed above)") from None
 
 
 def _positive_int(text: str) -> int:

@@ -8,13 +8,14 @@ a model that has early-stopped is skipped in later epochs (`pipeline.training`).
 Outputs: models/<variant>/{last.pt, best.pt, energy.json, config.json}, metrics/train/<variant>.json
 and the per-epoch history plots/train/<variant>.tsv. An interrupted training resumes from last.pt
 when run again with the same fingerprint (`training.resume`); energy.json keeps the energy of
-every execution of it.
+every execution of it. `run_ranks` runs the command as data-parallel ranks under torchrun's agent.
 """
 from __future__ import annotations
 
 import csv
 import math
 import os
+import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ from pipeline.specs import separator_specs
 from pipeline.training import forecast, recipe
 from pipeline.training.distributed import World, random_state, restore_random_state
 from pipeline.training.loop import STEPS_S, Stopper, run_epoch
-from pipeline.training.preemption import StopSignals
+from pipeline.training.preemption import SIGNALS, TORCHRUN_SHUTDOWN_S, StopSignals
 from pipeline.training.resume import fingerprint, resumable
 from pipeline.training.slot import Slot, init_umx_stats, make_slot
 from pipeline.training.validation import VALID, load_validation_tracks, mixture_usdr
@@ -50,6 +51,34 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
         return _train(cfg, world)
     finally:
         world.close()
+
+
+def run_ranks(params: str, variant: str, seed: int | None, nproc: int) -> None:
+    """`train --nproc N`: this command again as N data-parallel ranks on this machine, under
+    torchrun's agent in this process. Every stop signal of a training (`training.preemption`),
+    SLURM's USR1 and USR2 included, reaches every rank through the agent, which waits for them to
+    checkpoint (the ranks take the agent's copy and the scheduler's own as one stop); the command
+    then exits as a rank does (128 + the signal's number), and a failed rank is named."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run as torchrun
+
+    argv = ["--standalone", f"--nproc-per-node={nproc}",
+            f"--signals-to-handle={','.join(signal.Signals(s).name for s in SIGNALS)}",
+            f"--shutdown-timeout={TORCHRUN_SHUTDOWN_S}",
+            "-m", "pipeline.cli", "train", "--variant", variant, "--params", params]
+    if seed is not None:
+        argv += ["--seed", str(seed)]
+    try:
+        torchrun(parse_args(argv))
+    except SignalException as err:
+        raise Terminated(err.sigval) from None
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        if failure.exitcode - 128 in SIGNALS:  # the ranks were stopped by a signal the agent did not get
+            raise Terminated(failure.exitcode - 128) from None
+        raise UserError(f"rank {rank} of {nproc} failed with exit code {failure.exitcode} "
+                        "(its error is printed above)") from None
 
 
 @contextmanager
