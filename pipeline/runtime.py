@@ -27,8 +27,14 @@ def synchronize(device: torch.device) -> None:
 
 
 def cores(threads: int = 0) -> int:
-    """The CPU threads to use: `threads`, or every core when it is 0."""
-    return threads if threads > 0 else (os.cpu_count() or 1)
+    """The CPU threads to use: `threads`, or when it is 0 every core this process may run on (its CPU
+    affinity, which `taskset` and a scheduler's allocation set), not every core of the machine."""
+    if threads > 0:
+        return threads
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform (macOS)
+        return os.cpu_count() or 1
 
 
 class InCallingThread(Executor):

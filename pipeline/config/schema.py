@@ -196,7 +196,7 @@ class RuntimeConfig:
     """Machine knobs: how fast and where, never what. They enter no fingerprint and no DVC params."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU if there is one
-    threads: int = num(0, 0)  # CPU threads; 0 = every core
+    threads: int = num(0, 0)  # CPU threads; 0 = every core this process may use (its CPU affinity)
     cache_gb: float = num(4.0, 0.0)  # training audio held in memory up to this size, else read from disk
     num_workers: int = num(0, 0)  # DataLoader worker processes
     launch: LaunchConfig = field(default_factory=LaunchConfig)
