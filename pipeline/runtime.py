@@ -20,6 +20,14 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def gpu_ordinals(device: torch.device, per_node: int = 1) -> tuple[int, ...]:
+    """The CUDA ordinals an execution on `device` runs on, the GPUs its energy is charged for: none on
+    the CPU; `device`'s own; for a training's node, its `per_node` ranks' (rank N on `cuda:N`)."""
+    if device.type != "cuda":
+        return ()
+    return tuple(range(per_node)) if per_node > 1 else (device.index or 0,)
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on `device` (CUDA kernels run asynchronously): before reading a clock."""
     if device.type == "cuda":

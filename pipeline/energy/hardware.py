@@ -81,6 +81,23 @@ class VisibleGpus:
     def model(self) -> str:
         return ", ".join(sorted({gpu.name for gpu in self.devices}))
 
+    def used(self, ordinals: tuple[int, ...] | None) -> "VisibleGpus":
+        """The visible GPUs an execution runs on: CUDA's `ordinals` (`cuda:N` is the N-th visible GPU);
+        None for all of them, () for none (a CPU execution, which no GPU is charged to)."""
+        if ordinals is None:
+            return self
+        if not ordinals:
+            return VisibleGpus((), f"none: runs on the CPU ({self.scope})")
+        if self.missing:  # the visible list is not attributable, so neither is a part of it
+            return self
+        beyond = [n for n in ordinals if n >= len(self.devices)]
+        if beyond:
+            return VisibleGpus((), self.scope, f"runs on cuda:{beyond[0]}, but only {len(self.devices)} GPUs are "
+                                               f"visible to NVML ({self.scope})")
+        chosen = tuple(self.devices[n] for n in sorted(set(ordinals)))
+        return VisibleGpus(chosen, f"GPU {','.join(str(g.index) for g in chosen)}: cuda:"
+                                   f"{','.join(map(str, sorted(set(ordinals))))} of {self.scope}")
+
 
 def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

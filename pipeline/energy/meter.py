@@ -13,7 +13,8 @@ Resuming: energy spent by earlier executions of the same work is passed in as `p
 `totals()`); `totals()` is then previous + this execution, and `run_totals()` this execution alone
 (the whole-study ledger sums the latter over every MLflow run, so nothing is counted twice).
 
-Both methods price the same GPUs, `hardware.visible_gpus()` (CUDA_VISIBLE_DEVICES resolved once);
+Both methods price the same GPUs: those the execution runs on (`gpus`, CUDA ordinals: none for a
+CPU execution) among `hardware.visible_gpus()` (CUDA_VISIBLE_DEVICES resolved once);
 where their energy cannot be attributed to this process (a MIG slice, a UUID NVML does not know),
 the GPU part and the total of both methods are NaN and `methods["gpu_missing"]` says why.
 Imports the other modules of `pipeline.energy` and `pipeline.names`.
@@ -92,7 +93,8 @@ class EnergyMeter:
     """
 
     def __init__(self, cfg: EnergyConfig, out_dir: str | Path, project_name: str = "sepcost",
-                 previous: Mapping[str, float] | None = None, sample_s: float = 1.0, process_root: int | None = None):
+                 previous: Mapping[str, float] | None = None, sample_s: float = 1.0, process_root: int | None = None,
+                 gpus: tuple[int, ...] | None = None):
         self.cfg = cfg
         self.out_dir = Path(out_dir)
         self.project_name = _safe_name(project_name)
@@ -102,7 +104,7 @@ class EnergyMeter:
         self._elsewhere = dict.fromkeys(ENERGY_KEYS, 0.0)  # this execution's energy measured on other nodes
         self.intensity_g_per_kwh = carbon_intensity(cfg)  # a bad country fails here, before any work
         self.hardware = detect_hardware()
-        self.gpus = visible_gpus()
+        self.gpus = visible_gpus().used(gpus)  # gpus: the CUDA ordinals the execution runs on (None: all)
         self._gpus = [] if self.gpus.missing else [gpu.handle for gpu in self.gpus.devices]  # whose usage GA samples
         self._tdp_per_core_w, tdp_source = cpu_tdp(cfg.tdp_per_core_w, self.hardware["cpu_model"])
         self._gpu_tdp_w, gpu_source = gpu_tdp(cfg.gpu_tdp_w, self.gpus.model)

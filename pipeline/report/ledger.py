@@ -145,9 +145,18 @@ def _methods(tags: Mapping[str, str], prefixes: list[str]) -> str:
     return "; ".join(out)
 
 
-def _sum_executions(metrics: Mapping[str, float], prefixes: list[str], key: str) -> float:
-    values = [metrics.get(f"{p}{LEDGER}{key}", metrics.get(f"{p}{RUN}{key}", math.nan)) for p in prefixes]
-    return float(sum(v for v in values if math.isfinite(v)))
+def _sum_executions(metrics: Mapping[str, float], tags: Mapping[str, str], prefixes: list[str], key: str) -> float:
+    """`key` summed over the executions logged into a run (under `prefixes`). NaN when one of them
+    has a GPU whose energy could not be attributed (its `gpu_missing` tag; MLflow keeps no NaN
+    metric): the run's energy is not known, and counting it as 0 kWh would hide that."""
+    total = 0.0
+    for p in prefixes:
+        value = metrics.get(f"{p}{LEDGER}{key}", metrics.get(f"{p}{RUN}{key}", math.nan))
+        if math.isfinite(value):
+            total += value
+        elif key != DURATION and f"{p}energy.method.gpu_missing" in tags:
+            return math.nan
+    return total
 
 
 def runs_table(cfg):
@@ -174,17 +183,17 @@ def runs_table(cfg):
             "start_time": pd.to_datetime(r.info.start_time, unit="ms", utc=True),
             "end_time": (pd.to_datetime(r.info.end_time, unit="ms", utc=True)
                          if r.info.end_time else pd.NaT),
-            KWH_CC: _sum_executions(m, prefixes, KWH_CODECARBON),
-            KWH_GA: _sum_executions(m, prefixes, KWH_GREEN_ALGORITHMS),
+            KWH_CC: _sum_executions(m, t, prefixes, KWH_CODECARBON),
+            KWH_GA: _sum_executions(m, t, prefixes, KWH_GREEN_ALGORITHMS),
             # the run's own stage's part, and the evaluations logged into it (stage `evaluate`)
-            **{f"own_{kwh_column(k)}": _sum_executions(m, [p for p in prefixes if p != EVAL], kwh_key(k))
+            **{f"own_{kwh_column(k)}": _sum_executions(m, t, [p for p in prefixes if p != EVAL], kwh_key(k))
                for k in METHODS},
-            **{f"eval_{kwh_column(k)}": _sum_executions(m, [p for p in prefixes if p == EVAL], kwh_key(k))
+            **{f"eval_{kwh_column(k)}": _sum_executions(m, t, [p for p in prefixes if p == EVAL], kwh_key(k))
                for k in METHODS},
             "heartbeat": float(t.get(HEARTBEAT_TAG, r.info.start_time / 1000)),
             "methods": _methods(t, prefixes),
-            KG_CO2E: _sum_executions(m, prefixes, CO2),
-            DURATION: _sum_executions(m, prefixes, DURATION),
+            KG_CO2E: _sum_executions(m, t, prefixes, CO2),
+            DURATION: _sum_executions(m, t, prefixes, DURATION),
             **{key: m.get(key, math.nan) for key in _COPIED},
             "git_commit": t.get("git.commit", ""),
             "git_dirty": t.get("git.dirty", ""),
@@ -302,6 +311,8 @@ def summarize_ledger(runs, cfg) -> dict:
     def totals(part) -> dict:
         kwh_cc, kwh_ga = fsum(part[KWH_CC]), fsum(part[KWH_GA])
         return {"runs": int(len(part)), KWH_CC: kwh_cc, KWH_GA: kwh_ga,
+                # runs whose GPU energy could not be attributed: left out of the sums, counted here
+                "runs_energy_unknown": int(part[KWH_CC].isna().sum()),
                 KG_CO2E: fsum(part[KG_CO2E]), DURATION: fsum(part[DURATION]),
                 "household_years_codecarbon": kwh_cc / KWH_PER_HOUSEHOLD_YEAR,
                 "household_years_green_algorithms": kwh_ga / KWH_PER_HOUSEHOLD_YEAR}

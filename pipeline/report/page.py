@@ -204,7 +204,9 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
             f"<dt>whole-study energy</dt><dd>{energy_text(ledger[KWH_CC])} CodeCarbon, "
             f"{energy_text(ledger[KWH_GA])} Green Algorithms, {ledger[KG_CO2E]:.3g} kg CO2e "
             f"(by CodeCarbon {sci(ledger['household_years_codecarbon'])} household-years at "
-            f"{KWH_PER_HOUSEHOLD_YEAR:,.0f} kWh each)</dd>",
+            f"{KWH_PER_HOUSEHOLD_YEAR:,.0f} kWh each)"
+            + (f"; not counted: {ledger['runs_energy_unknown']} runs whose GPU energy could not be attributed "
+               "(their methods say why), so a lower bound" if ledger["runs_energy_unknown"] else "") + "</dd>",
             f"<dt>spent on runs not current</dt><dd>{energy_text(ledger['not_current'][KWH_CC])} "
             f"CodeCarbon, {energy_text(ledger['not_current'][KWH_GA])} Green Algorithms "
             f"over {ledger['not_current']['runs']} runs</dd></dl>"]

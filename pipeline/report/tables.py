@@ -133,7 +133,9 @@ def ledger_table(ledger: dict) -> Table:
     rows.append(row("not_current", "not current (all but current results)", ledger["not_current"]))
     caption = (f"Whole-study energy ledger from the MLflow store ({ledger['experiment']}): every run, failed and "
                f"killed ones included. Household-years at the replication's {KWH_PER_HOUSEHOLD_YEAR:,.0f} kWh "
-               "per household-year (23,000 kWh = about 15 household-years).")
+               "per household-year (23,000 kWh = about 15 household-years)."
+               + (f" Lower bounds: {ledger['runs_energy_unknown']} runs whose GPU energy could not be attributed "
+                  "are not counted." if ledger["runs_energy_unknown"] else ""))
     rows[1]["_rule_before"] = rows[-1]["_rule_before"] = True
     return Table("ledger", caption, cols, rows, ["key", DURATION], wide=False)
 

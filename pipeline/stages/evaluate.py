@@ -31,7 +31,7 @@ from pipeline.inference.separate import estimate
 from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
 from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, kwh_key, score_key
 from pipeline.precision import require
-from pipeline.runtime import pick_device, side_by_side
+from pipeline.runtime import gpu_ordinals, pick_device, side_by_side
 
 
 # What an evaluation copies into its training's run, for the runs table: the test scores, the
@@ -56,7 +56,7 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
     causal = is_causal(models)
-    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, manifest, lambda track_dir: {
+    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, manifest, device, lambda track_dir: {
         **_score_all(cfg, cfg.run, manifest, separate, device, track_dir),
         **(_streaming(cfg, models, manifest) if causal else {})})
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
@@ -96,7 +96,8 @@ def run_bounds(study: Config) -> dict:
     }
     results = {}
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, lambda track_dir, name=name:
+        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, torch.device("cpu"),
+                                 lambda track_dir, name=name:
                                  _score_all(study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")
@@ -145,9 +146,10 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
             "separation_rtf": separation_s / audio_s}
 
 
-def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manifest: Manifest, work) -> dict:
-    """Run `work(track_dir)` inside an energy meter and an MLflow run (a child of the training's
-    run, into which the scores are copied); write metrics/eval/<name>.json.
+def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manifest: Manifest,
+             device: torch.device, work) -> dict:
+    """Run `work(track_dir)` on `device` inside an energy meter and an MLflow run (a child of the
+    training's run, into which the scores are copied); write metrics/eval/<name>.json.
 
     The per-track folder appears whole when the evaluation ends, and the old results are removed
     first: a failed evaluation leaves none that would look current."""
@@ -156,7 +158,7 @@ def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manif
         track_dir.mkdir()
         run_name = f"{name}-evaluate" if training_run else name
         with tracking.metered(cfg, stage, track_dir, run_name=run_name, parent=training_run,
-                              prefix=EVAL) as (mlrun, meter):
+                              prefix=EVAL, gpus=gpu_ordinals(device)) as (mlrun, meter):
             mlrun.log_dataset(**manifest.dataset(), context="evaluation")
             result = work(track_dir)
             totals = meter.totals()

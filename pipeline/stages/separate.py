@@ -12,7 +12,7 @@ from pipeline.energy.meter import energy_line
 from pipeline.errors import UserError
 from pipeline.inference.files import separate_files
 from pipeline.precision import require
-from pipeline.runtime import pick_device
+from pipeline.runtime import gpu_ordinals, pick_device
 
 
 def run(study: Config, variant: str, audio: list[str], out: str, seed: int | None = None) -> list:
@@ -23,7 +23,8 @@ def run(study: Config, variant: str, audio: list[str], out: str, seed: int | Non
     if not checkpoint.exists():
         raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{cfg.run}` first")
     stage = f"separate@{cfg.run}"
-    with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}") as (mlrun, meter):
+    with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}",
+                          gpus=gpu_ordinals(device)) as (mlrun, meter):
         written = separate_files(audio, checkpoint, out, cfg.eval, device)
         mlrun.log_metrics({"files": len(audio)})
     print(f"separate: {len(audio)} files, {energy_line(meter.totals())}")

@@ -8,11 +8,13 @@ import time
 
 import pynvml
 import pytest
+import torch
 
 from pipeline.config import EnergyConfig
 from pipeline.energy.hardware import visible_gpus
 from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import UserError
+from pipeline.runtime import gpu_ordinals
 from tests.nvml import NODE, nvml  # noqa: F401 (a fixture)
 
 
@@ -76,22 +78,45 @@ def test_without_nvml_there_is_no_gpu(monkeypatch):
     assert gpus.devices == () and gpus.missing == "" and "NVML lists none" in gpus.scope
 
 
+@pytest.mark.parametrize("value, ordinals, indices, missing", [
+    ("1,0", (1,), (0,), ""),  # cuda:1 is the second visible GPU: NVML's 0
+    ("1,0", (0, 1), (1, 0), ""),  # a torchrun node's two ranks
+    ("1,2", (0,), (1, 2), "a MIG slice of GPU 2"),  # a list that cannot be attributed stays so, whole
+    (None, (), (), ""),  # a CPU execution: no GPU charged, none missing, even on a MIG node
+    ("1", (1,), (), "runs on cuda:1, but only 1 GPUs are visible"),
+])
+def test_an_execution_is_charged_for_the_gpus_it_runs_on(nvml, monkeypatch, value, ordinals, indices, missing):
+    gpus = _visible(monkeypatch, value).used(ordinals)
+    assert gpus.indices == indices
+    assert (missing in gpus.missing) if missing else gpus.missing == ""
+
+
+def test_a_training_node_runs_on_its_ranks_gpus():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert gpu_ordinals(cuda, per_node=4) == (0, 1, 2, 3)  # rank N on cuda:N
+    assert gpu_ordinals(torch.device("cuda", 2)) == (2,)
+    assert gpu_ordinals(cuda) == (0,) and gpu_ordinals(cpu, per_node=4) == ()
+
+
 # ----------------------------------------------------------------------------- both methods
 
 
-def _meter(tmp_path, monkeypatch, value: str) -> EnergyMeter:
+def _meter(tmp_path, monkeypatch, value: str, gpus: tuple[int, ...] | None = None) -> EnergyMeter:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
-    with EnergyMeter(EnergyConfig(measure_power_s=0.2), out_dir=tmp_path / "out", project_name="gpu") as meter:
+    with EnergyMeter(EnergyConfig(measure_power_s=0.2), out_dir=tmp_path / "out", project_name="gpu",
+                     gpus=gpus) as meter:
         time.sleep(1.0)
     return meter
 
 
-@pytest.mark.parametrize("value, index, method", [
-    ("GPU-a1a1", 0, "nvml_counter"),  # a UUID: CodeCarbon alone would match no GPU and report 0 kWh
-    ("1", 1, "nvml_power"),  # no energy counter: power x time
+@pytest.mark.parametrize("value, gpus, index, method", [
+    ("GPU-a1a1", None, 0, "nvml_counter"),  # a UUID: CodeCarbon alone would match no GPU and report 0 kWh
+    ("1", None, 1, "nvml_power"),  # no energy counter: power x time
+    ("0,1", (1,), 1, "nvml_power"),  # running on cuda:1, the node's other visible GPU not charged
 ])
-def test_the_resolved_gpu_alone_is_metered_and_its_method_recorded(nvml, tmp_path, monkeypatch, value, index, method):
-    meter = _meter(tmp_path, monkeypatch, value)
+def test_the_resolved_gpu_alone_is_metered_and_its_method_recorded(nvml, tmp_path, monkeypatch, value, gpus, index,
+                                                                   method):
+    meter = _meter(tmp_path, monkeypatch, value, gpus)
     totals, methods = meter.totals(), meter.methods
     assert methods["codecarbon"] == "ok" and methods["gpu"] == method
     assert methods["gpu_ids"] == str(index) and methods["ga_gpu_count"] == 1 and "gpu_missing" not in methods

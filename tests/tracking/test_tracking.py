@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from pipeline.energy.meter import EnergyMeter
 from pipeline.report import ledger
 from pipeline.tracking import provenance
 from tests.conftest import REPO
+from tests.nvml import nvml  # noqa: F401 (a fixture)
 
 
 @pytest.fixture(scope="module")
@@ -313,6 +315,26 @@ def test_runs_table_lists_every_run_failed_ones_too(store, tmp_path):
     assert table["run_id"].iloc[0] == finished
     empty = ledger.runs_table(dataclasses.replace(cfg.tracking, experiment="never-used"))
     assert empty.empty and list(empty.columns) == ledger.RUNS_COLUMNS
+
+
+def test_a_run_whose_gpu_energy_is_missing_is_unknown_in_the_ledger_not_0_kwh(store, tmp_path, monkeypatch, nvml):
+    cfg = make_config(store, "gpu-missing")
+    for name, visible in (("on-a-gpu", "GPU-a1a1"), ("on-a-mig-slice", "MIG-d4d4")):
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+        with tracking.run(cfg, "train@base", run_name=name) as tracked, \
+                EnergyMeter(cfg.energy, out_dir=tmp_path / name, project_name="train@base") as meter:
+            tracked.watch_energy(meter)
+            busy(0.2)
+    table = ledger.runs_table(cfg.tracking).set_index("run_name")
+    assert table.loc["on-a-gpu", "kwh_codecarbon"] > 0 and table.loc["on-a-gpu", "kwh_green_algorithms"] > 0
+    for column in ("kwh_codecarbon", "kwh_green_algorithms", "own_kwh_codecarbon", "kg_co2e"):
+        assert math.isnan(table.loc["on-a-mig-slice", column]), column
+    assert table.loc["on-a-mig-slice", "duration_s"] > 0
+    assert "gpu=missing" in table.loc["on-a-mig-slice", "methods"]
+    table["current"], table["category"] = False, "other"
+    totals = ledger.summarize_ledger(table, cfg)
+    assert totals["runs_energy_unknown"] == 1 and totals["runs"] == 2
+    assert totals["kwh_codecarbon"] == pytest.approx(table.loc["on-a-gpu", "kwh_codecarbon"])
 
 
 def test_runs_record_the_dvc_lock_entries_they_build_on(store, tmp_path, monkeypatch):
