@@ -70,7 +70,8 @@ def _run(args, stage, cfg) -> None:
         else:
             stage.run(cfg, args.variant, args.seed, dry_run=args.dry_run, executor=args.executor, jobs=args.jobs,
                       partition=args.partition, account=args.account, gpus_per_job=args.gpus,
-                      cpus_per_job=args.cpus, time_min=args.time_min, requeues=args.requeues, options=args.options)
+                      cpus_per_job=args.cpus, mem_gb=args.mem_gb, time_min=args.time_min, requeues=args.requeues,
+                      options=args.options)
 
 
 def _positive_int(text: str) -> int:
@@ -137,11 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     seed(p)
     p.add_argument("--executor", choices=("local", "slurm", "oar", "debug"),
                    help="where the jobs run (default: runtime.launch.executor)")
-    p.add_argument("--jobs", type=_positive_int, metavar="N", help="jobs at once (default: runtime.launch.jobs)")
+    p.add_argument("--jobs", type=_positive_int, metavar="N",
+                   help="jobs at once (default: runtime.launch.jobs; 0 there: all on a cluster, one a core here)")
     p.add_argument("--partition", metavar="NAME", help="SLURM partition or OAR queue")
     p.add_argument("--account", metavar="NAME", help="SLURM account")
     p.add_argument("--gpus", type=int, metavar="N", help="GPUs per job")
     p.add_argument("--cpus", type=int, metavar="N", help="CPUs per job")
+    p.add_argument("--mem-gb", type=_positive_int, metavar="GB",
+                   help="a SLURM job's memory (default: runtime.launch.mem_gb; 0 there: its forecast's peak + 25%%)")
     p.add_argument("--time-min", type=_positive_int, metavar="MIN", help="a job's time limit in minutes")
     p.add_argument("--requeues", type=_positive_int, metavar="N",
                    help="how often a job may reach its time limit and be requeued (default: as its forecast needs)")

@@ -48,6 +48,7 @@ KWH_GREEN_ALGORITHMS = "energy_kwh_green_algorithms"
 CO2 = "emissions_kg_co2e"  # CodeCarbon's kWh x carbon intensity
 GA_CO2 = "ga_emissions_kg_co2e"  # Green Algorithms' kWh x the same intensity
 DURATION = "duration_s"
+PEAK_MEMORY = "peak_memory_gb"  # the peak resident memory of an execution's process tree (GiB)
 PARTS = ("cpu", "gpu", "ram")
 
 

@@ -180,11 +180,12 @@ class LaunchConfig:
     override each): on this machine, or on a SLURM or OAR cluster through submitit."""
 
     executor: Literal["local", "slurm", "oar", "debug"] = "local"
-    jobs: int = num(2, 1)  # jobs at once: local workers, or the array's parallelism on a cluster
+    jobs: int = num(0, 0)  # jobs at once; 0 = all of a cluster's array, here one a core (or a GPU set)
     partition: str = ""  # SLURM partition or OAR queue; "" = the scheduler's default
     account: str = ""  # SLURM account to charge; "" = none
     gpus_per_job: int = num(0, 0)
     cpus_per_job: int = num(0, 0)  # 0 = the scheduler's default
+    mem_gb: float = num(0.0, 0.0)  # a job's memory; 0 = its forecast's peak and a quarter more (SLURM)
     time_min: int = num(1440, 1)  # a job's time limit; one that reaches it is checkpointed and requeued
     requeues: int = num(0, 0)  # how often a job may reach its time limit; 0 = as its forecast needs
     options: str = ""  # more scheduler options, e.g. "--qos=high --constraint=a100" or "-t besteffort"

@@ -10,6 +10,7 @@ OAR), this process's GPUs from `pipeline.energy.hardware` and `pipeline.errors`.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -53,10 +54,11 @@ _RESOURCES = {
 
 
 def _parameters(cfg: LaunchConfig, cluster: str, where: str) -> dict:
-    """submitit's parameters of a cluster executor: the time limit, the array's parallelism (SLURM),
-    the resources set and the extra options."""
+    """submitit's parameters of a cluster executor: the time limit, the array's parallelism and a
+    job's memory (SLURM; OAR has neither), the resources set and the extra options."""
     if cluster == "slurm":
-        params = {"time": cfg.time_min, "array_parallelism": cfg.jobs, "signal_delay_s": 120, "job_name": "sepcost"}
+        params = {"time": cfg.time_min, "array_parallelism": cfg.jobs, "signal_delay_s": 120, "job_name": "sepcost",
+                  **({"mem": f"{math.ceil(cfg.mem_gb)}GB"} if cfg.mem_gb else {})}
     else:
         hours, minutes = divmod(cfg.time_min, 60)
         params = {"timeout_min": cfg.time_min, "walltime": f"{hours:02}:{minutes:02}", "n": "sepcost"}

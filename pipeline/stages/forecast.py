@@ -13,8 +13,8 @@ from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import TrackStore
 from pipeline.energy.codecarbon_adapter import carbon_intensity
-from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
-from pipeline.runtime import pick_device
+from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, PEAK_MEMORY
+from pipeline.runtime import gpu_ordinals, pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast, recipe
 from pipeline.training.loop import train_steps
@@ -35,7 +35,7 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
     if measured < steps:
         print(f"forecast: {cfg.run}: an epoch has {steps_per_epoch} steps; measuring {measured}")
 
-    with tracking.metered(cfg, f"forecast@{cfg.run}", out) as (mlrun, meter):  # what the forecast cost
+    with tracking.metered(cfg, f"forecast@{cfg.run}", out, gpus=gpu_ordinals(device)) as (mlrun, meter):  # what the forecast cost
         store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
         slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
         valid = load_validation_tracks(cfg, manifest)
@@ -47,11 +47,12 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
         with meter.task("validation") as measured_validation:
             validate([s.model for s in slots], valid, cfg, manifest.sample_rate)
 
+        peak_gb = meter.ga_inputs()["memory_gb"]  # the recipe's memory: the cache, the models, a validation
         per_epoch = {key: steps_per_epoch * measured_steps[key] / measured + measured_validation[key]
                      for key in forecast.FIGURES}
         result = {"variant": variant, "seed": cfg.seed, "run": cfg.run, "measured_steps": measured,
                   "step_s": measured_steps[DURATION] / measured, "validation_s": measured_validation[DURATION],
-                  "steps_per_epoch": steps_per_epoch, **forecast.forecast(per_epoch, cfg.train),
+                  "steps_per_epoch": steps_per_epoch, PEAK_MEMORY: peak_gb, **forecast.forecast(per_epoch, cfg.train),
                   "assumptions": forecast.ASSUMPTIONS}
         intensity = carbon_intensity(cfg.energy)
         for label in ("", "min_"):
@@ -65,7 +66,7 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
 def _print(result: dict, cfg: Config, device) -> None:
     f = forecast.FORECAST
     print(f"forecast: {cfg.run} on {device}: {result['step_s']:.3f} s per step of all models, "
-          f"{result['validation_s']:.1f} s per validation pass")
+          f"{result['validation_s']:.1f} s per validation pass, {result[PEAK_MEMORY]:.1f} GiB peak memory")
     print(f"  full schedule ({result[f'{f}epochs']} epochs x {result['steps_per_epoch']} steps): "
           f"{result[f'{f}{DURATION}'] / 3600:.2f} h, {result[f'{f}{KWH_CODECARBON}']:.4f} kWh (CodeCarbon), "
           f"{result[f'{f}{KWH_GREEN_ALGORITHMS}']:.4f} kWh (Green Algorithms), {result[f'{f}{CO2}']:.4f} kg CO2e")

@@ -27,15 +27,18 @@ from pipeline import paths
 from pipeline.atomic import write_json
 from pipeline.config import Config, runs as study_runs
 from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
+from pipeline.energy.hardware import visible_gpus
 from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, gpu_slots, make_executor
 from pipeline.jobs.job import RunJob
-from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, RUN, run_key
+from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, PEAK_MEMORY, RUN, run_key
+from pipeline.runtime import cores
 from pipeline.tracking.provenance import dvc_lock_entries
 
 RECORD = "launch.json"
 POLL_S = 2.0
 SUBMITIT_REQUEUES = 3  # submitit's own limit, for runs that have no forecast
+MEMORY_MARGIN = 1.25  # a job's memory request over its forecast's peak
 
 
 def chosen_runs(cfg: Config, variants: list[str] | None, seed: int | None) -> list[tuple[str, int]]:
@@ -50,22 +53,50 @@ def chosen_runs(cfg: Config, variants: list[str] | None, seed: int | None) -> li
     return chosen
 
 
+def _forecasts(chosen: list[tuple[str, int]]) -> list[dict]:
+    """The forecasts (`sepcost forecast`) of the chosen runs that have one."""
+    files = [paths.forecast_dir(run_key(variant, seed)) / "forecast.json" for variant, seed in chosen]
+    return [json.loads(f.read_text()) for f in files if f.exists()]
+
+
 def requeue_limit(launch, chosen: list[tuple[str, int]]) -> tuple[int, str]:
     """How often a job may reach its time limit and be requeued (submitit does not count
     preemptions), and why: `runtime.launch.requeues` when set, else as often as the longest of the
     chosen runs' forecast schedules needs (`sepcost forecast`), else submitit's own limit."""
     if launch.requeues:
         return launch.requeues, "runtime.launch.requeues"
-    hours = []
-    for variant, seed in chosen:
-        forecast = paths.forecast_dir(run_key(variant, seed)) / "forecast.json"
-        if forecast.exists():
-            hours.append(json.loads(forecast.read_text())[f"{FORECAST}{DURATION}"] / 3600)
+    hours = [f[f"{FORECAST}{DURATION}"] / 3600 for f in _forecasts(chosen)]
     if not hours:
         return SUBMITIT_REQUEUES, "no run has a forecast: `sepcost forecast --variant NAME` sets the limit from one"
     # each time limit holds that much of the schedule; one more for the time every restart repeats
     limit = math.ceil(max(hours) * 60 / launch.time_min)
     return limit, f"the longest forecast schedule, {max(hours):.1f} h, in {launch.time_min} min pieces, and one more"
+
+
+def memory_request(launch, chosen: list[tuple[str, int]]) -> tuple[float, str]:
+    """A job's memory in GB (0: the scheduler's default), and why: `runtime.launch.mem_gb` when set,
+    else the largest peak the chosen runs' forecasts measured (the training cache, the models, a
+    validation pass) and a quarter more. The evaluation that follows in the job fits itself to
+    what is granted (it scores as many tracks at once as the job's memory holds)."""
+    if launch.mem_gb:
+        return launch.mem_gb, "runtime.launch.mem_gb"
+    peaks = [f[PEAK_MEMORY] for f in _forecasts(chosen) if PEAK_MEMORY in f]
+    if not peaks:
+        return 0.0, "no run has a forecast: the scheduler's default (`sepcost forecast` or --mem-gb sets it)"
+    return math.ceil(max(peaks) * MEMORY_MARGIN), f"the largest forecast peak, {max(peaks):.1f} GiB, and a quarter more"
+
+
+def jobs_at_once(launch, count: int) -> int:
+    """How many of `count` jobs run at once: `runtime.launch.jobs` when set, else every one on a
+    cluster, and here one a core, or one per `gpus_per_job` GPUs of this process."""
+    if launch.jobs:
+        return min(launch.jobs, count)
+    if launch.executor in CLUSTERS:
+        return count
+    if launch.executor == "debug":
+        return 1
+    slots = len(visible_gpus().devices) // launch.gpus_per_job if launch.gpus_per_job else cores()
+    return max(1, min(count, slots))
 
 
 def _check_ready(cfg: Config) -> None:
@@ -87,6 +118,10 @@ def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None,
     chosen = chosen_runs(cfg, variants, seed)
     where = f"{cfg.params_file}: runtime.launch"
     folder = (Path(launch.folder) / time.strftime("%Y%m%d-%H%M%S")).resolve()
+    (mem_gb, mem_why), jobs = memory_request(launch, chosen), jobs_at_once(launch, len(chosen))
+    launch = dataclasses.replace(launch, jobs=jobs, mem_gb=mem_gb)
+    print(f"launch: {jobs} of {len(chosen)} jobs at once"
+          + (f", {mem_gb:g} GB each ({mem_why})" if launch.executor == "slurm" else ""))
     if dry_run:
         print(dry_run_script(launch, folder / "%j", len(chosen), where))
         print(f"launch: dry run: {len(chosen)} jobs, {', '.join(run_key(v, s) for v, s in chosen)}")
@@ -112,7 +147,7 @@ def _run_here(folder: Path, launch, cfg: Config, jobs: list[RunJob], executor, w
     share the machine's CPUs and RAM: each measures its own share of them
     (`energy.codecarbon_adapter.shared_node`); each local job has GPUs of its own (`gpu_slots`),
     handed to the next job when it ends."""
-    side_by_side = min(launch.jobs, len(jobs)) if launch.executor == "local" else 1
+    side_by_side = launch.jobs if launch.executor == "local" else 1
     slots = gpu_slots(launch, side_by_side, where) if launch.executor == "local" else [()]
     # the jobs inherit this process's environment
     os.environ.update({NODE_JOBS_ENV: str(side_by_side), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"})

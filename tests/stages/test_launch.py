@@ -23,7 +23,7 @@ from pipeline.config.schema import LaunchConfig
 from pipeline.errors import UserError
 from pipeline.jobs.executors import gpu_slots, make_executor
 from pipeline.names import run_key
-from pipeline.stages.launch import SUBMITIT_REQUEUES, requeue_limit
+from pipeline.stages.launch import SUBMITIT_REQUEUES, jobs_at_once, requeue_limit
 from tests.conftest import REPO, TINY, error_line, write_params
 from tests.nvml import nvml  # noqa: F401 (a fixture)
 
@@ -42,6 +42,28 @@ def test_dry_run_prints_the_slurm_array_with_its_resources_and_command(study, ca
         assert line in script, line
     assert "-m submitit.core._submit" in script and "srun" in script
     assert "3 jobs, base-seed42, base-seed43, large-seed42" in script
+
+
+def test_the_array_runs_every_job_with_the_memory_its_forecast_measured(study, capsys):
+    write_params(study, {**TINY, "variants": {"base": {"seeds": 2}}})
+    for run, peak_gb in (("base-seed42", 3.0), ("large-seed42", 9.5)):
+        paths.forecast_dir(run).mkdir(parents=True)
+        (paths.forecast_dir(run) / "forecast.json").write_text(json.dumps({"forecast_duration_s": 3600,
+                                                                          "peak_memory_gb": peak_gb}))
+    assert main(["launch", "--executor", "slurm", "--dry-run", "--variant", "base", "--variant", "large"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=0-2%3" in out and "#SBATCH --mem=12GB" in out  # 9.5 GiB and a quarter more
+    assert "3 of 3 jobs at once, 12 GB each (the largest forecast peak, 9.5 GiB, and a quarter more)" in out
+    assert main(["launch", "--executor", "slurm", "--dry-run", "--variant", "base", "--variant", "large", "--jobs", "2",
+                 "--mem-gb", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=0-2%2" in out and "#SBATCH --mem=40GB" in out
+
+
+def test_local_jobs_run_one_a_core_unless_told(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    assert jobs_at_once(LaunchConfig(), 8) == 3 and jobs_at_once(LaunchConfig(), 2) == 2
+    assert jobs_at_once(LaunchConfig(jobs=5), 8) == 5 and jobs_at_once(LaunchConfig(executor="debug"), 8) == 1
 
 
 def test_dry_run_prints_the_oar_array(study, capsys):
