@@ -30,14 +30,16 @@ def to_device(model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Ten
     return tuple(t.to(device) for t in tensors)
 
 
-def to_host(result):
-    """A result back on the CPU, detached: a tensor, or tensors in tuples, lists and dicts."""
+def to_host(result, copy: bool = False):
+    """A result back on the CPU, detached: a tensor, or tensors in tuples, lists and dicts. With
+    `copy`, a snapshot that shares no memory with the originals, CPU ones included (a checkpoint
+    written while the training goes on updating them)."""
     if isinstance(result, torch.Tensor):
-        return result.detach().cpu()
+        return result.detach().to("cpu", copy=copy)
     if isinstance(result, (tuple, list)):
-        return type(result)(to_host(r) for r in result)
+        return type(result)(to_host(r, copy) for r in result)
     if isinstance(result, dict):
-        return {k: to_host(v) for k, v in result.items()}
+        return {k: to_host(v, copy) for k, v in result.items()}
     return result
 
 

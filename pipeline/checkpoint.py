@@ -2,17 +2,19 @@
 
 A best.pt travels without the params file that made it: each model's spec (the plain dict
 `model.build_separator` takes) is stored beside its weights, so `load_models` rebuilds it alone
-(Demucs's checkpoints do the same). Both are written atomically. Imports `model`,
-`pipeline.atomic` and `pipeline.errors`.
+(Demucs's checkpoints do the same). Both are written atomically; a training's `Writer` writes them
+in the background. Imports `model`, `pipeline.atomic`, `pipeline.boundary` and `pipeline.errors`.
 """
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from model import build_separator
 from pipeline.atomic import replacing
+from pipeline.boundary import to_host
 from pipeline.errors import UserError
 
 FORMAT = "sepcost-checkpoint/1"
@@ -24,6 +26,40 @@ def save(obj, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+class Writer:
+    """Checkpoints written by a thread of their own while the training goes on: `save` takes a
+    snapshot on the CPU (the one wait: a copy of the weights and the optimizer's state) and queues
+    its write; `wait` returns when every queued write is on disk, and raises a write's error. The
+    other ranks of a training wait for rank 0's snapshot, not for its disk. One write at a time, in
+    order: a file is never older on disk than one queued before it."""
+
+    def __init__(self):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="sepcost-checkpoint")
+        self._pending: list[Future] = []
+
+    def save(self, obj, path: Path) -> None:
+        snapshot = to_host(obj, copy=True)
+        self._pending.append(self._pool.submit(save, snapshot, path))
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+
+    def close(self) -> None:
+        """Wait for the queued writes (a write that failed raises here), then stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+
+    def __enter__(self) -> "Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def load_state(path: Path) -> dict | None:
     """A resume state written by `save`, or None when there is none."""
     if not path.exists():
@@ -31,9 +67,10 @@ def load_state(path: Path) -> dict | None:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def save_models(path: Path, variant: str | None, config: dict, models: list[dict]) -> None:
-    """A best.pt: `models` are {"spec", "state_dict", "best_epoch"}, one per model of the variant."""
-    save({"format": FORMAT, "variant": variant, "config": config, "models": models}, path)
+def models_file(variant: str | None, config: dict, models: list[dict]) -> dict:
+    """A best.pt's content: `models` are {"spec", "state_dict", "best_epoch"}, one per model of the
+    variant; `save` writes it, `load_models` reads it."""
+    return {"format": FORMAT, "variant": variant, "config": config, "models": models}
 
 
 def load_models(path: Path, device="cpu") -> list[torch.nn.Module]:

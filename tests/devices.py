@@ -52,7 +52,7 @@ def _caller() -> tuple[str, str]:
 
 def _target_device(args, kwargs) -> torch.device | None:
     """Where `Tensor.to(...)` sends its tensor (None: it stays)."""
-    rest, kw = list(args[1:]), dict(kwargs)
+    rest, kw = list(args[1:]), {k: v for k, v in kwargs.items() if k != "copy"}  # parsed apart by torch
     if rest and isinstance(rest[0], torch.Tensor):
         return rest[0].device
     if "other" in kw:

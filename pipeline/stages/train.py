@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import torch
 
 import model
 from model import VariantSeparator, count_parameters
@@ -32,7 +33,7 @@ from pipeline.data.sampler import TrackStore
 from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import Terminated, UserError
 from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
-from pipeline.runtime import pick_device
+from pipeline.runtime import gpu_ordinals, pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast, recipe
 from pipeline.training.distributed import World, random_state, restore_random_state
@@ -46,7 +47,7 @@ from pipeline.training.validation import VALID, load_validation_tracks, mixture_
 def run(study: Config, variant: str, seed: int | None = None) -> dict:
     """Train the run (variant, seed) on this process, or as one rank of a torchrun training."""
     cfg = resolve(study, variant, seed)
-    world = World.from_env()
+    world = World.from_env(pick_device(cfg.runtime.device))
     try:
         return _train(cfg, world)
     finally:
@@ -82,22 +83,23 @@ def run_ranks(params: str, variant: str, seed: int | None, nproc: int) -> None:
 
 
 @contextmanager
-def _metered(cfg: Config, world: World, out: Path, spent: dict):
+def _metered(cfg: Config, world: World, device: torch.device, out: Path, spent: dict):
     """Rank 0's MLflow run and meter; a meter without a run on the first rank of every other node
     (their energy is gathered into rank 0's); nothing on the other ranks. A node's meter covers its
-    CPU and RAM once, its GPUs, and for Green Algorithms the process tree of all its ranks (their
-    parent, torchrun's agent)."""
+    CPU and RAM once, the GPUs of its ranks (not every GPU of the node), and for Green Algorithms
+    the process tree of all its ranks (their parent, torchrun's agent)."""
     root = os.getppid() if world.distributed else None
+    gpus = gpu_ordinals(device, per_node=world.local_size)
     if world.main:
         with tracking.metered(cfg, f"train@{cfg.run}", out, previous=spent, process_root=root,
-                              ranks=world.size) as (mlrun, meter):
+                              ranks=world.size, gpus=gpus) as (mlrun, meter):
             meter.methods.update(world_size=world.size, nodes=world.nodes,
                                  ranks=("one meter per node: its CPU and RAM once, the GPUs of its ranks"
                                         if world.distributed else "one process"))
             yield mlrun, meter
     elif world.node_leader:
         with EnergyMeter(cfg.energy, out_dir=out / f"rank{world.rank}", project_name=f"train@{cfg.run}",
-                         process_root=root) as meter:
+                         process_root=root, gpus=gpus) as meter:
             yield None, meter
     else:
         yield None, None
@@ -117,7 +119,8 @@ def _train(cfg: Config, world: World) -> dict:
                         f"{world.size}: resume it on as many (the items of each rank depend on it), or delete it")
 
     # set-up included; a stop signal from here on ends the training at its next update (no step begins after it)
-    with _metered(cfg, world, out, spent) as (mlrun, meter), StopSignals() as signals:
+    with _metered(cfg, world, device, out, spent) as (mlrun, meter), StopSignals() as signals, \
+            checkpoint.Writer() as writer:
         if resume and mlrun:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
             tracking.close_lost(cfg.tracking, resume.get("mlflow_run_id"), closed_by=mlrun.run_id)
@@ -135,7 +138,7 @@ def _train(cfg: Config, world: World) -> dict:
                 slot.restore(state)
             history, start_epoch, per_epoch = resume["history"], resume["epoch"], resume.get("per_epoch", {})
             progress = resume.get("progress", {})
-            restore_random_state(resume["random"][world.rank])
+            restore_random_state(resume["random"][world.rank], device)
             where = f"in epoch {start_epoch + 1}" if progress else f"after epoch {start_epoch}"
             if world.main:
                 print(f"train: resuming {cfg.run} {where} from {last_path}")
@@ -147,16 +150,18 @@ def _train(cfg: Config, world: World) -> dict:
         stopper = Stopper(signals, world)
 
         def save_state(complete: bool) -> None:
-            """last.pt, with every rank's random generators; the energy first: a checkpoint on
-            disk always has its execution's energy recorded."""
+            """last.pt, with every rank's random generators, queued for the writer (the previous
+            epoch's written first); the energy first: a checkpoint on disk always has its
+            execution's energy recorded."""
             # the other nodes' energy so far, into rank 0's meter
             elsewhere = world.sum_over_nodes(meter.run_totals() if meter and not world.main else {}, ENERGY_KEYS)
             if world.main:
                 meter.include(elsewhere)
-            randomness = world.gather(random_state())
+            randomness = world.gather(random_state(device))
             if world.main:
+                writer.wait()
                 write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
-                checkpoint.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
+                writer.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
                                  "history": history, "per_epoch": per_epoch, "complete": complete,
                                  "progress": progress, "random": randomness, "world_size": world.size,
                                  "mlflow_run_id": mlrun.run_id}, last_path)
@@ -170,6 +175,7 @@ def _train(cfg: Config, world: World) -> dict:
                 if row is None:
                     started = time.perf_counter()
                     save_state(complete=False)
+                    writer.wait()
                     if world.main:
                         print(f"train: {cfg.run} stopped in epoch {epoch + 1} (checkpoint written in "
                               f"{time.perf_counter() - started:.2f} s); `sepcost train` resumes it there")
@@ -182,12 +188,13 @@ def _train(cfg: Config, world: World) -> dict:
                     mlrun.log_epoch(epoch, history[-1])
                 save_state(complete=False)
                 if world.main:
-                    _save_best(out / "best.pt", cfg, slots)
+                    writer.save(_best(cfg, slots), out / "best.pt")
         finally:
             if world.main:
                 write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
 
         save_state(complete=True)
+        writer.wait()
         if not world.main:
             return {}
         result = _summary(cfg, slots, history, params, world)
@@ -221,9 +228,9 @@ def _train(cfg: Config, world: World) -> dict:
     return result
 
 
-def _save_best(path: Path, cfg: Config, slots: list[Slot]) -> None:
-    """best.pt: each model's spec with its best weights (its current ones before a best epoch)."""
-    checkpoint.save_models(path, cfg.variant, cfg.as_dict(), [
+def _best(cfg: Config, slots: list[Slot]) -> dict:
+    """best.pt's content: each model's spec with its best weights (its current ones before a best epoch)."""
+    return checkpoint.models_file(cfg.variant, cfg.as_dict(), [
         {"spec": s.spec, "state_dict": s.best_state or s.model.state_dict(), "best_epoch": s.best_epoch}
         for s in slots
     ])

@@ -34,15 +34,16 @@ class World:
     local_size: int = 1
 
     @classmethod
-    def from_env(cls) -> "World":
+    def from_env(cls, device: torch.device) -> "World":
         """This process's place among torchrun's ranks (one process when not under torchrun); joins
-        the process group when there are several."""
+        the process group when there are several: NCCL when the training runs on GPUs (`device`,
+        from `runtime.device`), else gloo, even where a GPU is present."""
         size = int(os.environ.get("WORLD_SIZE", "1"))
         world = cls(rank=int(os.environ.get("RANK", "0")), size=size,
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")),
                     local_size=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
         if size > 1 and not torch.distributed.is_initialized():
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            backend = "nccl" if device.type == "cuda" else "gloo"
             if backend == "nccl":
                 torch.cuda.set_device(world.local_rank)
             torch.distributed.init_process_group(backend, timeout=TIMEOUT)
@@ -155,17 +156,20 @@ def rank_items(step: int, batch: int, world: World) -> list[int]:
 # ----------------------------------------------------------------------------- random state
 
 
-def random_state() -> dict:
-    """Every random generator a training draws from (dropout, anything seeded globally)."""
+def random_state(device: torch.device) -> dict:
+    """Every random generator a training on `device` draws from (dropout, anything seeded globally):
+    on a GPU, its own generator alone, so that a resume needs no more GPUs than the rank uses."""
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_random_state(state: Mapping) -> None:
+def restore_random_state(state: Mapping, device: torch.device) -> None:
+    """`random_state`'s generators again, the GPU's onto `device` (a GPU training resumed on the
+    CPU draws from the CPU's alone)."""
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

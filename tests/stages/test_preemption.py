@@ -74,7 +74,10 @@ def _stop_in_the_second_epoch(folder, variant, extra, last, signum=signal.SIGTER
         chunk = os.read(proc.stderr.fileno(), 4096)
         assert chunk and time.monotonic() < deadline, (proc.poll(), bar[-3000:])
         bar += chunk
-    state = load_state(last)  # the first epoch's: how long a model's step takes
+    while (state := load_state(last)) is None:  # the first epoch's, written in the background
+        assert time.monotonic() < deadline, f"{last}: not written by the second epoch"
+        time.sleep(0.05)
+    # how long a model's step takes
     row = state["history"][0]
     per_epoch = config.resolve(config.load(folder / "params.yaml"), variant).train.steps_per_epoch(state["world_size"])
     time.sleep(sum(row[k] for k in row if k.startswith(STEPS_S)) / len(state["slots"]) / per_epoch / 2)
