@@ -28,18 +28,19 @@ def save(obj, path: Path) -> None:
 
 class Writer:
     """Checkpoints written by a thread of their own while the training goes on: `save` takes a
-    snapshot on the CPU (the one wait: a copy of the weights and the optimizer's state) and queues
-    its write; `wait` returns when every queued write is on disk, and raises a write's error. The
-    other ranks of a training wait for rank 0's snapshot, not for its disk. One write at a time, in
-    order: a file is never older on disk than one queued before it."""
+    snapshot of its files on the CPU (the one wait: a copy of the weights and the optimizer's state)
+    and queues their writes; `wait` returns when every queued write is on disk, and raises a
+    write's error. The other ranks of a training wait for rank 0's snapshot, not for its disk. One
+    write at a time, in order: a file is never older on disk than one queued before it."""
 
     def __init__(self):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="sepcost-checkpoint")
         self._pending: list[Future] = []
 
-    def save(self, obj, path: Path) -> None:
-        snapshot = to_host(obj, copy=True)
-        self._pending.append(self._pool.submit(save, snapshot, path))
+    def save(self, files: dict[Path, object]) -> None:
+        """Write each `{path: object}` (`save`), from a snapshot taken now."""
+        snapshots = {path: to_host(obj, copy=True) for path, obj in files.items()}  # all before any write
+        self._pending += [self._pool.submit(save, obj, path) for path, obj in snapshots.items()]
 
     def wait(self) -> None:
         pending, self._pending = self._pending, []

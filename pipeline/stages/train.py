@@ -149,10 +149,10 @@ def _train(cfg: Config, world: World) -> dict:
         params = sum(count_parameters(s.model) for s in slots)
         stopper = Stopper(signals, world)
 
-        def save_state(complete: bool) -> None:
-            """last.pt, with every rank's random generators, queued for the writer (the previous
-            epoch's written first); the energy first: a checkpoint on disk always has its
-            execution's energy recorded."""
+        def save_state(complete: bool, best: bool = False) -> None:
+            """last.pt, with every rank's random generators (and with `best` best.pt), queued for
+            the writer once the previous epoch's are written; the energy first: a checkpoint on
+            disk always has its execution's energy recorded."""
             # the other nodes' energy so far, into rank 0's meter
             elsewhere = world.sum_over_nodes(meter.run_totals() if meter and not world.main else {}, ENERGY_KEYS)
             if world.main:
@@ -161,10 +161,10 @@ def _train(cfg: Config, world: World) -> dict:
             if world.main:
                 writer.wait()
                 write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
-                writer.save({"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
-                                 "history": history, "per_epoch": per_epoch, "complete": complete,
-                                 "progress": progress, "random": randomness, "world_size": world.size,
-                                 "mlflow_run_id": mlrun.run_id}, last_path)
+                state = {"fingerprint": fp, "epoch": len(history), "slots": [s.state() for s in slots],
+                         "history": history, "per_epoch": per_epoch, "complete": complete, "progress": progress,
+                         "random": randomness, "world_size": world.size, "mlflow_run_id": mlrun.run_id}
+                writer.save({last_path: state, **({out / "best.pt": _best(cfg, slots)} if best else {})})
 
         try:
             for epoch in range(start_epoch, cfg.train.max_epochs):
@@ -186,9 +186,7 @@ def _train(cfg: Config, world: World) -> dict:
                     mlrun.log_epoch(epoch, {**history[-1], **forecast.forecast(per_epoch, cfg.train)})
                 elif mlrun:
                     mlrun.log_epoch(epoch, history[-1])
-                save_state(complete=False)
-                if world.main:
-                    writer.save(_best(cfg, slots), out / "best.pt")
+                save_state(complete=False, best=True)
         finally:
             if world.main:
                 write_json(energy_path, {"fingerprint": fp, "totals": meter.totals()})
