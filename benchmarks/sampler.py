@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.prepared import prepared_data  # noqa: E402
 from pipeline import config  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.data.sampler import TrackStore, TrainingSampler  # noqa: E402
+from pipeline.data.sampler import TrainingSampler, training_store  # noqa: E402
 
 TARGET_ITEMS_PER_S = 200
 
@@ -49,8 +49,8 @@ def main() -> None:
         for mode in ("sad", "random"):
             mode_cfg = dataclasses.replace(cfg, train=dataclasses.replace(train, sampler=mode))
             cached = TrainingSampler(mode_cfg, manifest, target="vocals")
-            disk = TrainingSampler(mode_cfg, manifest, target="vocals",
-                                   store=TrackStore(manifest, manifest.split("train"), cache_gb=0.0))
+            no_cache = dataclasses.replace(mode_cfg, runtime=dataclasses.replace(mode_cfg.runtime, cache_gb=0.0))
+            disk = TrainingSampler(mode_cfg, manifest, target="vocals", store=training_store(no_cache, manifest))
             results[mode] = (items_per_second(cached, args.items), items_per_second(disk, args.items // 4))
 
     print(f"training sampler, one worker, 3 s stereo items, {args.items} items, {len(manifest.split('train'))} training tracks")
