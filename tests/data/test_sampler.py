@@ -16,6 +16,7 @@ from pipeline.data.manifest import load_manifest
 from pipeline.data.sad import load_segments
 from pipeline.data.sampler import TrainingSampler, read_odds, training_store
 from pipeline.names import TARGETS
+from pipeline.training.loop import loader
 from tests.conftest import REPO
 
 
@@ -91,11 +92,21 @@ def test_the_cache_holds_the_stems_read_most_per_byte(study):
         assert min(odds[k] for k in cached) >= max(odds[k] for k in odds.keys() - cached)
 
 
-def test_worker_processes_give_the_same_items(study):
-    sampler = _sampler(study)
-    serial = [s for _, s in torch.utils.data.DataLoader(sampler, batch_size=4)]
-    parallel = [s for _, s in torch.utils.data.DataLoader(sampler, batch_size=4, num_workers=2)]
-    assert all(torch.equal(x, y) for x, y in zip(serial, parallel))
+def test_loader_workers_give_the_same_items_with_the_shared_cache(study):
+    cfg = _config(study, batch_size=4)
+    workers = dataclasses.replace(cfg, runtime=dataclasses.replace(cfg.runtime, num_workers=2))
+    with _store(study, _stems_gb(len(TARGETS) * len(load_manifest().split('train')) // 2)) as store:
+        sampler = _sampler(study, store=store)
+        sampler.set_epoch(1)
+        serial = list(loader(sampler, list(range(16)), cfg, torch.device("cpu")))
+        made = loader(sampler, list(range(16)), workers, torch.device("cpu"))
+        assert made.num_workers == 2 and made.multiprocessing_context.get_start_method() == "forkserver"
+        assert not made.pin_memory
+        parallel = list(made)
+    assert len(serial) == len(parallel) == 4
+    assert all(torch.equal(x, y) for a, b in zip(serial, parallel) for x, y in zip(a, b))
+    # pinned memory for a model on a GPU (the loader is only made here, not run)
+    assert loader(sampler, [0], cfg, torch.device("cuda")).pin_memory
 
 
 def test_a_worker_maps_the_shared_stems_rather_than_getting_a_copy(study):
