@@ -39,7 +39,7 @@ def measure(params: str, variant: str, steps: int) -> dict:
     import torch
 
     from pipeline.data.manifest import load_manifest
-    from pipeline.data.sampler import TrackStore
+    from pipeline.data.sampler import training_store
     from pipeline.specs import separator_specs
     from pipeline.training import loop
     from pipeline.training.slot import make_slot
@@ -47,7 +47,7 @@ def measure(params: str, variant: str, steps: int) -> dict:
     study = config.load(params)
     cfg = config.resolve(study, variant, study.seed)
     manifest = load_manifest()
-    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    store = training_store(cfg, manifest)
     cpu = torch.device("cpu")
     slots = [make_slot(cfg, spec, manifest, store, cpu, i) for i, spec in enumerate(separator_specs(cfg))]
     loop.train_steps(slots, cfg, 0, cpu, 1, "warm-up")

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from benchmarks.prepared import prepared_data  # noqa: E402
 from pipeline import config, runtime  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.data.sampler import TrackStore  # noqa: E402
+from pipeline.data.sampler import training_store  # noqa: E402
 from pipeline.specs import separator_specs  # noqa: E402
 from pipeline.training import loop, recipe  # noqa: E402
 from pipeline.training.slot import make_slot  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
           f"{args.steps} steps of each of its models, {args.rounds} rounds (median), arms alternating")
     with prepared_data(args.params):
         manifest = load_manifest()
-        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+        store = training_store(cfg, manifest)
         times, losses = {"default": [], "fused": []}, {}
         for _ in range(args.rounds):
             for name in times:

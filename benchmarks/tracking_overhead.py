@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from pipeline import config, paths, tracking  # noqa: E402
 from pipeline.cli import main as sepcost  # noqa: E402
 from pipeline.data.manifest import load_manifest  # noqa: E402
-from pipeline.data.sampler import TrackStore  # noqa: E402
+from pipeline.data.sampler import training_store  # noqa: E402
 from pipeline.energy.meter import EnergyMeter  # noqa: E402
 from pipeline.runtime import pick_device  # noqa: E402
 from pipeline.specs import separator_specs  # noqa: E402
@@ -45,7 +45,7 @@ TARGET = 0.03
 
 
 def build(cfg, manifest, device):
-    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    store = training_store(cfg, manifest)
     return [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
 
 

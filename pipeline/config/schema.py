@@ -198,8 +198,8 @@ class RuntimeConfig:
 
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: the GPU if there is one
     threads: int = num(0, 0)  # CPU threads; 0 = every core this process may use (its CPU affinity)
-    cache_gb: float = num(4.0, 0.0)  # training audio held in memory up to this size, else read from disk
-    num_workers: int = num(0, 0)  # DataLoader worker processes
+    cache_gb: float = num(4.0, 0.0)  # training stems held in memory (shared by a node's processes), the rest on disk
+    num_workers: int = num(0, 0)  # DataLoader worker processes (started by a fork server); 0 = the training's threads
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 

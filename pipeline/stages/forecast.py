@@ -11,7 +11,7 @@ from pipeline import paths, tracking
 from pipeline.atomic import write_json
 from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
-from pipeline.data.sampler import TrackStore
+from pipeline.data.sampler import training_store
 from pipeline.energy.codecarbon_adapter import carbon_intensity
 from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, PEAK_MEMORY
 from pipeline.runtime import gpu_ordinals, pick_device
@@ -35,8 +35,9 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
     if measured < steps:
         print(f"forecast: {cfg.run}: an epoch has {steps_per_epoch} steps; measuring {measured}")
 
-    with tracking.metered(cfg, f"forecast@{cfg.run}", out, gpus=gpu_ordinals(device)) as (mlrun, meter):  # what the forecast cost
-        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    # what the forecast cost
+    with tracking.metered(cfg, f"forecast@{cfg.run}", out, gpus=gpu_ordinals(device)) as (mlrun, meter), \
+            training_store(cfg, manifest) as store:
         slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
         valid = load_validation_tracks(cfg, manifest)
         # The models are trained side by side as in training; the first step of each (memory

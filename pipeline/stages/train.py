@@ -29,7 +29,7 @@ from pipeline import checkpoint, paths, tracking
 from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
-from pipeline.data.sampler import TrackStore
+from pipeline.data.sampler import training_store
 from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import Terminated, UserError
 from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
@@ -118,15 +118,15 @@ def _train(cfg: Config, world: World) -> dict:
         raise UserError(f"{last_path}: written by a training on {resume.get('world_size', 1)} ranks, resumed on "
                         f"{world.size}: resume it on as many (the items of each rank depend on it), or delete it")
 
-    # set-up included; a stop signal from here on ends the training at its next update (no step begins after it)
+    # set-up included; a stop signal from here on ends the training at its next update (no step begins after it);
+    # the store's copy of the stems in shared memory is let go at the end
     with _metered(cfg, world, device, out, spent) as (mlrun, meter), StopSignals() as signals, \
-            checkpoint.Writer() as writer:
+            training_store(cfg, manifest) as store, checkpoint.Writer() as writer:
         if resume and mlrun:
             mlrun.set_tags({"resumed_from": resume.get("mlflow_run_id", ""), "resumed_after_epoch": str(resume["epoch"])})
             tracking.close_lost(cfg.tracking, resume.get("mlflow_run_id"), closed_by=mlrun.run_id)
         if mlrun:
             mlrun.log_dataset(**manifest.dataset(), context="training")
-        store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
         slots = [make_slot(cfg, spec, manifest, store, device, i, ranks=world.size)
                  for i, spec in enumerate(separator_specs(cfg))]
         history: list[dict] = []

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import config, paths
 from pipeline.checkpoint import load_models, load_state
 from pipeline.data.manifest import load_manifest
-from pipeline.data.sampler import TrackStore
+from pipeline.data.sampler import training_store
 from pipeline.specs import separator_specs
 from pipeline.training.distributed import World
 from pipeline.training.loop import STEPS_S, Stopper, _uses_dropout, train_steps
@@ -199,7 +199,7 @@ def test_a_stop_asked_between_steps_begins_no_step(prepared_study, tmp_path, mon
     study = config.load(folder / "params.yaml")
     cfg = config.resolve(study, "base", study.seed)
     manifest = load_manifest()
-    store = TrackStore(manifest, manifest.split("train"), cfg.runtime.cache_gb)
+    store = training_store(cfg, manifest)
     cpu = torch.device("cpu")
     slots = [make_slot(cfg, spec, manifest, store, cpu, i) for i, spec in enumerate(separator_specs(cfg))]
     before = [copy.deepcopy(s.model.state_dict()) for s in slots]
