@@ -139,7 +139,7 @@ class Tracker:
     """
 
     def __init__(self, cfg: EnergyConfig, out_dir: Path, project_name: str, intensity_g_per_kwh: float,
-                 gpus: VisibleGpus):
+                 gpus: VisibleGpus, process_root: int | None = None):
         self.cfg = cfg
         self.out_dir = out_dir
         self.project_name = project_name
@@ -151,6 +151,7 @@ class Tracker:
         self._tracker = None
         self._log = _CapturedLog()
         self.shared = shared_node()
+        self.process_root = process_root  # in process mode, whose process tree is measured (default: this one's)
 
     def start(self) -> None:
         from codecarbon import OfflineEmissionsTracker
@@ -178,6 +179,8 @@ class Tracker:
             self._capture_logger()  # the tracker's constructor re-adds a console handler
             if self.cfg.rapl_dir:
                 _read_rapl_from(tracker, self.cfg.rapl_dir, self.out_dir)
+            if self.shared and self.process_root:
+                _measure_tree_of(tracker, self.process_root)
             self._meter_gpus(tracker)
             tracker.start()
         except Exception as err:
@@ -294,6 +297,20 @@ def _gpu_method(hw) -> str:
     if any(type(d).__name__ != "NvidiaGPUDevice" for d in metered):
         return "amdsmi"
     return "+".join(sorted({"nvml_power" if d._use_power_fallback else "nvml_counter" for d in metered})) or "none"
+
+
+def _measure_tree_of(tracker, root: int) -> None:
+    """In process mode, make the tracker measure the CPU time and memory of `root`'s process tree
+    rather than this process's: under torchrun, the agent's, so that the node's meter on its first
+    rank counts every rank of the node, not its own rank and its loader workers alone."""
+    import psutil
+
+    tracker._ensure_hardware_ready()  # CodeCarbon detects the hardware lazily, at start
+    for hw in tracker._hardware:
+        if type(hw).__name__ == "CPU":
+            hw._pid, hw._process = root, psutil.Process(root)
+        elif type(hw).__name__ == "RAM":
+            hw._pid, hw._children = root, True
 
 
 def _read_rapl_from(tracker, rapl_dir: str, out_dir: Path) -> None:

@@ -134,7 +134,8 @@ class EnergyMeter:
         }
         self.tasks: list[TaskEnergy] = []
         self._lock = threading.RLock()
-        self._tracker = Tracker(cfg, self.out_dir, self.project_name, self.intensity_g_per_kwh, self.gpus)
+        self._tracker = Tracker(cfg, self.out_dir, self.project_name, self.intensity_g_per_kwh, self.gpus,
+                                process_root=process_root)
         self._sampler: UsageSampler | None = None
         self._start_snap: Snapshot | None = None
         self._t0 = 0.0

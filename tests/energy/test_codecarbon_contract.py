@@ -48,8 +48,8 @@ def test_the_private_attributes_the_adapter_reads_exist(tracker):
         assert hasattr(t, name), f"OfflineEmissionsTracker.{name} is gone"
     assert hasattr(t._total_energy, "kWh")
     kinds = {type(hw).__name__: hw for hw in t._hardware}
-    assert "CPU" in kinds and hasattr(kinds["CPU"], "_mode")
-    assert "RAM" in kinds and hasattr(kinds["RAM"], "_tracking_mode")
+    assert "CPU" in kinds and all(hasattr(kinds["CPU"], a) for a in ("_mode", "_pid", "_process"))
+    assert "RAM" in kinds and all(hasattr(kinds["RAM"], a) for a in ("_tracking_mode", "_pid", "_children"))
 
 
 def test_totals_grow_while_the_scheduler_samples(tracker):

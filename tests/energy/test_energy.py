@@ -362,3 +362,38 @@ def test_a_job_sharing_its_machine_measures_its_own_share_and_says_so(tmp_path, 
         pass
     if (os.cpu_count() or 1) > 1:
         assert meter.methods["node_shared"] == f"1 of the machine's {os.cpu_count()} CPUs allotted"
+
+
+# A meter in process mode on a node shared by jobs, in a process of its own: it sleeps while a
+# sibling (as another torchrun rank of its node) works; it prints its CPU energy and CPU-seconds.
+_SIBLING_METER = """
+import os, sys, time
+from pipeline.config import EnergyConfig
+from pipeline.energy.meter import EnergyMeter
+root = int(sys.argv[1]) or None
+with EnergyMeter(EnergyConfig(measure_power_s=0.5), out_dir=sys.argv[2], project_name="rank", process_root=root) as m:
+    time.sleep(2.0)
+print(m.totals()["cpu_kwh"], m.methods["tracking_mode"])
+"""
+
+
+def test_a_shared_node_meter_counts_every_rank_under_its_root(tmp_path):
+    """A node leader's meter in process mode measures its root's process tree (torchrun's agent and
+    every rank), not its own process alone."""
+    import subprocess
+    import sys
+
+    from pipeline.energy.codecarbon_adapter import NODE_JOBS_ENV
+
+    env = {**os.environ, NODE_JOBS_ENV: "2", "CODECARBON_LOG_LEVEL": "error"}
+    sibling = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        kwh = {}
+        for name, root in (("own", 0), ("tree", os.getpid())):
+            out = subprocess.run([sys.executable, "-c", _SIBLING_METER, str(root), str(tmp_path / name)], env=env,
+                                 capture_output=True, text=True, check=True).stdout.split()
+            assert out[1] == "process"
+            kwh[name] = float(out[0])
+    finally:
+        sibling.kill()
+    assert kwh["tree"] > 2 * kwh["own"]  # the sibling's busy core, against an idle process's floor
