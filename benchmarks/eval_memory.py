@@ -1,0 +1,210 @@
+"""Peak memory of evaluating one 4-minute track, the stage's way: the oracle IRM, BSSEval scoring
+and the reference rows, per track.
+
+    python benchmarks/eval_memory.py [--seconds 240] [--rows irm,score,mixture,oracle,model] [--impl before,after]
+
+The track: four stereo sources at 44.1 kHz (noise through a different one-pole filter each, with
+slow envelopes; vocals silent for their first 2 s), the mixture their sum, float32 as the stems
+load. Measured, each in a fresh process on one torch thread and with the CLI's allocator settings
+(`pipeline.allocator`), as `evaluate` scores a track on the CPU:
+- `irm`: `oracle_irm` alone, at params.yaml's STFT;
+- `score`: `score_track` (uSDR and the torch BSSEval v4, params.yaml's `eval`) of the oracle IRM's
+  estimates;
+- `mixture`, `oracle`: the reference rows of `sepcost evaluate --bounds`, estimate then score;
+- `model`: params.yaml's base variant (untrained models) through `estimate`, then scored.
+Each process reports its working memory: the peak resident set size (VmHWM, reset through
+/proc/self/clear_refs) minus the resident size once its imports and the track are loaded. A
+track's peak is that plus its inputs (the stems: mixture and references, float32; for `score` the
+estimates too), which the stage holds while scoring it; the last column divides it by the track's channel-samples.
+
+Baseline, measured in the same run (`--impl before`): the implementation at d70ed5a, written out
+below: `oracle_irm` with every source's float64 spectra at once (`irm_before`) and uSDR on
+float64 copies of the whole track (`usdr_before`). No target: the figures size
+`pipeline.stages.evaluate.TRACK_BYTES`. The before rows of the oracle IRM need about 7 GB for a
+4-minute track: run it alone on the machine; it prints the load average.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SCRIPT = Path(__file__).resolve()
+REPO = SCRIPT.parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.bsseval import _peak_mib, _reset_peak, _rss_mib  # noqa: E402
+
+ROWS = ("irm", "score", "mixture", "oracle", "model")
+IMPLS = ("before", "after")
+SAMPLE_RATE = 44100
+
+
+def make_track(seconds: float, seed: int = 0) -> np.ndarray:
+    """Four stereo sources (4, 2, samples) float32: noise through a one-pole filter each (lows to
+    highs), times a slow envelope; the first source silent for 2 s."""
+    import scipy.signal
+
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
+    sources = np.empty((4, 2, n), dtype=np.float32)
+    for j, pole in enumerate((0.9, 0.98, -0.5, 0.3)):
+        envelope = 0.3 + np.abs(np.sin(2 * np.pi * (0.15 + 0.1 * j) * t + rng.uniform(0, np.pi)))
+        for c in range(2):
+            sources[j, c] = 0.1 * (1 - abs(pole)) * envelope * scipy.signal.lfilter([1.0], [1.0, -pole],
+                                                                                      rng.standard_normal(n))
+    sources[0, :, :2 * SAMPLE_RATE] = 0.0
+    return sources
+
+
+# ------------------------------------------------------------------- the baseline (d70ed5a)
+def irm_before(mixture: np.ndarray, sources: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    import torch
+
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+
+    def stft(x):
+        return torch.stft(torch.as_tensor(x, dtype=torch.float64).reshape(-1, x.shape[-1]), n_fft, hop,
+                          window=window, return_complex=True)
+
+    mix_spec = stft(mixture)
+    power = stft(sources).abs().square().reshape(sources.shape[0], *mix_spec.shape)
+    masks = power / power.sum(dim=0).clamp_min(1e-12)
+    est = torch.istft((masks * mix_spec).reshape(-1, *mix_spec.shape[-2:]), n_fft, hop, window=window,
+                      length=mixture.shape[-1])
+    return est.reshape(sources.shape).float().numpy()
+
+
+def usdr_before(reference, estimate) -> np.ndarray:
+    import torch
+
+    reference = torch.as_tensor(reference, dtype=torch.float64)
+    estimate = torch.as_tensor(estimate, dtype=torch.float64)
+    signal = reference.square().sum(dim=(-2, -1))
+    error = (reference - estimate).square().sum(dim=(-2, -1))
+    return (10.0 * torch.log10((signal + 1e-7) / (error + 1e-7))).numpy()
+
+
+# ------------------------------------------------------------------------------ worker side
+def worker(row: str, impl: str, data: Path, out: Path) -> None:
+    from pipeline.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI, before torch's first allocation
+    import torch
+
+    from pipeline import config
+    from pipeline.evaluation import metrics
+    from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
+    from pipeline.inference.separate import estimate
+
+    torch.set_num_threads(1)  # as `runtime.side_by_side` runs each track on the CPU
+    study = config.load(REPO / "params.yaml")
+    irm = irm_before if impl == "before" else oracle_irm
+    if impl == "before":
+        metrics.usdr = usdr_before  # what score_track calls
+    models = []
+    if row == "model":
+        from model import build_separator
+        from pipeline.specs import separator_specs
+
+        torch.manual_seed(0)
+        models = [build_separator(spec).eval() for spec in separator_specs(config.resolve(study, "base"))]
+    sources = np.load(data / "sources.npy")
+    mixture = sources.sum(axis=0)
+    estimates = np.load(data / "estimates.npy") if row == "score" else None
+    inputs = sum(a.nbytes for a in (sources, mixture, estimates) if a is not None) / 2**20  # held by the stage too
+    n_fft, hop = study.stft.n_fft, study.stft.hop
+
+    def score(ests):
+        return metrics.score_track(sources, ests, study.targets, SAMPLE_RATE, backend=study.eval.bsseval)
+
+    before = _rss_mib()
+    exact = _reset_peak()
+    if row == "irm":
+        estimates = irm(mixture, sources, n_fft, hop)
+    elif row == "score":
+        score(estimates)
+    elif row == "mixture":
+        score(mixture_estimates(mixture, sources))
+    elif row == "oracle":
+        score(irm(mixture, sources, n_fft, hop))
+    else:
+        score(estimate(models, torch.from_numpy(mixture), study.eval, SAMPLE_RATE).numpy())
+    peak = _peak_mib()
+    if row == "irm":
+        np.save(data / "estimates.npy", estimates)  # for the score row
+    out.write_text(json.dumps({"working_mib": peak - before, "inputs_mib": inputs, "exact_peak": exact}))
+
+
+# ------------------------------------------------------------------------------ parent side
+def _run_worker(row: str, impl: str, folder: Path) -> dict:
+    out = folder / f"{row}-{impl}.json"
+    cmd = [sys.executable, str(SCRIPT), "--worker", row, "--impl", impl, "--data", str(folder), "--out", str(out)]
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    return json.loads(out.read_text())
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=240.0, help="the track's length")
+    parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to measure")
+    parser.add_argument("--impl", default=",".join(IMPLS), help="before, after or both")
+    parser.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)  # the parent's folder
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker, args.impl, args.data, args.out)
+        return 0
+    rows = [r for r in args.rows.split(",") if r]
+    impls = [i for i in args.impl.split(",") if i]
+    if set(rows) - set(ROWS) or set(impls) - set(IMPLS):
+        parser.error(f"--rows: some of {', '.join(ROWS)}; --impl: some of {', '.join(IMPLS)}")
+
+    from pipeline import config
+
+    study = config.load(REPO / "params.yaml")
+    load_start = os.getloadavg()
+    print(f"{args.seconds:g} s of four stereo sources at {SAMPLE_RATE} Hz; STFT {study.stft.n_fft}/{study.stft.hop}, "
+          f"BSSEval {study.eval.bsseval}; {_cpu_model()}, {os.cpu_count()} CPUs, load average {load_start[0]:.2f}",
+          flush=True)
+    print(f"{'row':<8} {'impl':<7} {'working MiB':>11} {'track peak MiB':>14} {'bytes/sample':>12}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="eval-memory-") as tmp:
+        folder = Path(tmp)
+        sources = make_track(args.seconds)
+        channel_samples = sources.shape[1] * sources.shape[2]
+        np.save(folder / "sources.npy", sources)
+        del sources
+        if "score" in rows and "irm" not in rows:
+            rows.append("irm")  # the oracle's estimates to score
+        for row in [r for r in ROWS if r in rows]:
+            for impl in impls:
+                stats = _run_worker(row, impl, folder)
+                peak = stats["working_mib"] + stats["inputs_mib"]
+                print(f"{row:<8} {impl:<7} {stats['working_mib']:11.0f} {peak:14.0f} "
+                      f"{peak * 2**20 / channel_samples:12.1f}", flush=True)
+                if not stats["exact_peak"]:
+                    print("  note: /proc/self/clear_refs not writable: the peak is the process's lifetime maximum")
+    load_end = os.getloadavg()
+    print(f"load average {load_start[0]:.2f} at start, {load_end[0]:.2f} at end (others' memory use does not "
+          f"change these figures; their CPU use only the time they take)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
