@@ -17,9 +17,10 @@ Each process reports its working memory: the peak resident set size (VmHWM, rese
 track's peak is that plus its inputs (the stems: mixture and references, float32; for `score` the
 estimates too), which the stage holds while scoring it; the last column divides it by the track's channel-samples.
 
-Baseline, measured in the same run (`--impl before`): the implementation at d70ed5a, written out
-below: `oracle_irm` with every source's float64 spectra at once (`irm_before`) and uSDR on
-float64 copies of the whole track (`usdr_before`). No target: the figures size
+Baseline, measured in the same run (`--impl before`): `pipeline/evaluation/bounds.py`,
+`pipeline/evaluation/metrics.py` and `pipeline/inference/separate.py` at d70ed5a, loaded from git:
+the oracle IRM on every source's float64 spectra at once, uSDR on float64 copies of the whole
+track, a copy of the estimates per model, their concatenation, division and cut. No target: the figures size
 `pipeline.stages.evaluate.TRACK_BYTES`. The before rows of the oracle IRM need about 7 GB for a
 4-minute track: run it alone on the machine; it prints the load average.
 """
@@ -44,6 +45,7 @@ from benchmarks.bsseval import _peak_mib, _reset_peak, _rss_mib  # noqa: E402
 ROWS = ("irm", "score", "mixture", "oracle", "model")
 IMPLS = ("before", "after")
 SAMPLE_RATE = 44100
+BASELINE = "d70ed5a"  # the commit whose bounds, metrics and inference modules are the baseline
 
 
 def make_track(seconds: float, seed: int = 0) -> np.ndarray:
@@ -64,32 +66,17 @@ def make_track(seconds: float, seed: int = 0) -> np.ndarray:
     return sources
 
 
-# ------------------------------------------------------------------- the baseline (d70ed5a)
-def irm_before(mixture: np.ndarray, sources: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    import torch
+# ------------------------------------------------------------------------------ the baseline
+def _module_at(commit: str, path: str):
+    """The module at `path` as it was at `commit` (from git), importing today's other modules."""
+    import importlib.util
 
-    window = torch.hann_window(n_fft, dtype=torch.float64)
-
-    def stft(x):
-        return torch.stft(torch.as_tensor(x, dtype=torch.float64).reshape(-1, x.shape[-1]), n_fft, hop,
-                          window=window, return_complex=True)
-
-    mix_spec = stft(mixture)
-    power = stft(sources).abs().square().reshape(sources.shape[0], *mix_spec.shape)
-    masks = power / power.sum(dim=0).clamp_min(1e-12)
-    est = torch.istft((masks * mix_spec).reshape(-1, *mix_spec.shape[-2:]), n_fft, hop, window=window,
-                      length=mixture.shape[-1])
-    return est.reshape(sources.shape).float().numpy()
-
-
-def usdr_before(reference, estimate) -> np.ndarray:
-    import torch
-
-    reference = torch.as_tensor(reference, dtype=torch.float64)
-    estimate = torch.as_tensor(estimate, dtype=torch.float64)
-    signal = reference.square().sum(dim=(-2, -1))
-    error = (reference - estimate).square().sum(dim=(-2, -1))
-    return (10.0 * torch.log10((signal + 1e-7) / (error + 1e-7))).numpy()
+    source = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=REPO, capture_output=True, text=True,
+                            check=True).stdout
+    spec = importlib.util.spec_from_loader(f"{BASELINE}_{Path(path).stem}", loader=None)
+    module = importlib.util.module_from_spec(spec)
+    exec(compile(source, f"{commit}:{path}", "exec"), module.__dict__)
+    return module
 
 
 # ------------------------------------------------------------------------------ worker side
@@ -100,15 +87,16 @@ def worker(row: str, impl: str, data: Path, out: Path) -> None:
     import torch
 
     from pipeline import config
-    from pipeline.evaluation import metrics
-    from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
-    from pipeline.inference.separate import estimate
+
+    if impl == "before":
+        bounds, metrics, inference = (_module_at(BASELINE, f"pipeline/{path}.py") for path in
+                                      ("evaluation/bounds", "evaluation/metrics", "inference/separate"))
+    else:
+        from pipeline.evaluation import bounds, metrics
+        from pipeline.inference import separate as inference
 
     torch.set_num_threads(1)  # as `runtime.side_by_side` runs each track on the CPU
     study = config.load(REPO / "params.yaml")
-    irm = irm_before if impl == "before" else oracle_irm
-    if impl == "before":
-        metrics.usdr = usdr_before  # what score_track calls
     models = []
     if row == "model":
         from model import build_separator
@@ -128,15 +116,15 @@ def worker(row: str, impl: str, data: Path, out: Path) -> None:
     before = _rss_mib()
     exact = _reset_peak()
     if row == "irm":
-        estimates = irm(mixture, sources, n_fft, hop)
+        estimates = bounds.oracle_irm(mixture, sources, n_fft, hop)
     elif row == "score":
         score(estimates)
     elif row == "mixture":
-        score(mixture_estimates(mixture, sources))
+        score(bounds.mixture_estimates(mixture, sources))
     elif row == "oracle":
-        score(irm(mixture, sources, n_fft, hop))
+        score(bounds.oracle_irm(mixture, sources, n_fft, hop))
     else:
-        score(estimate(models, torch.from_numpy(mixture), study.eval, SAMPLE_RATE).numpy())
+        score(inference.estimate(models, torch.from_numpy(mixture), study.eval, SAMPLE_RATE).numpy())
     peak = _peak_mib()
     if row == "irm":
         np.save(data / "estimates.npy", estimates)  # for the score row
