@@ -2,12 +2,13 @@
 and the reference rows, per track.
 
     python benchmarks/eval_memory.py [--seconds 240] [--rows irm,score,mixture,oracle,model] [--impl before,after]
+                                     [--hop 512]
 
 The track: four stereo sources at 44.1 kHz (noise through a different one-pole filter each, with
 slow envelopes; vocals silent for their first 2 s), the mixture their sum, float32 as the stems
 load. Measured, each in a fresh process on one torch thread and with the CLI's allocator settings
 (`pipeline.allocator`), as `evaluate` scores a track on the CPU:
-- `irm`: `oracle_irm` alone, at params.yaml's STFT;
+- `irm`: `oracle_irm` alone, at params.yaml's STFT (`--hop 512`: the paper's);
 - `score`: `score_track` (uSDR and the torch BSSEval v4, params.yaml's `eval`) of the oracle IRM's
   estimates;
 - `mixture`, `oracle`: the reference rows of `sepcost evaluate --bounds`, estimate then score;
@@ -80,7 +81,7 @@ def _module_at(commit: str, path: str):
 
 
 # ------------------------------------------------------------------------------ worker side
-def worker(row: str, impl: str, data: Path, out: Path) -> None:
+def worker(row: str, impl: str, data: Path, out: Path, hop: int) -> None:
     from pipeline.allocator import keep_freed_memory
 
     keep_freed_memory()  # as the CLI, before torch's first allocation
@@ -108,7 +109,7 @@ def worker(row: str, impl: str, data: Path, out: Path) -> None:
     mixture = sources.sum(axis=0)
     estimates = np.load(data / "estimates.npy") if row == "score" else None
     inputs = sum(a.nbytes for a in (sources, mixture, estimates) if a is not None) / 2**20  # held by the stage too
-    n_fft, hop = study.stft.n_fft, study.stft.hop
+    n_fft, hop = study.stft.n_fft, hop or study.stft.hop
 
     def score(ests):
         return metrics.score_track(sources, ests, study.targets, SAMPLE_RATE, backend=study.eval.bsseval)
@@ -132,9 +133,10 @@ def worker(row: str, impl: str, data: Path, out: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ parent side
-def _run_worker(row: str, impl: str, folder: Path) -> dict:
+def _run_worker(row: str, impl: str, folder: Path, hop: int) -> dict:
     out = folder / f"{row}-{impl}.json"
-    cmd = [sys.executable, str(SCRIPT), "--worker", row, "--impl", impl, "--data", str(folder), "--out", str(out)]
+    cmd = [sys.executable, str(SCRIPT), "--worker", row, "--impl", impl, "--data", str(folder), "--out", str(out),
+           "--hop", str(hop)]
     subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     return json.loads(out.read_text())
 
@@ -152,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=240.0, help="the track's length")
     parser.add_argument("--rows", default=",".join(ROWS), help="comma-separated rows to measure")
     parser.add_argument("--impl", default=",".join(IMPLS), help="before, after or both")
+    parser.add_argument("--hop", type=int, default=0, help="the oracle IRM's STFT hop (default: params.yaml's)")
     parser.add_argument("--worker", choices=ROWS, help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)  # the parent's folder
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        worker(args.worker, args.impl, args.data, args.out)
+        worker(args.worker, args.impl, args.data, args.out, args.hop)
         return 0
     rows = [r for r in args.rows.split(",") if r]
     impls = [i for i in args.impl.split(",") if i]
@@ -167,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline import config
 
     study = config.load(REPO / "params.yaml")
+    hop = args.hop or study.stft.hop
     load_start = os.getloadavg()
-    print(f"{args.seconds:g} s of four stereo sources at {SAMPLE_RATE} Hz; STFT {study.stft.n_fft}/{study.stft.hop}, "
+    print(f"{args.seconds:g} s of four stereo sources at {SAMPLE_RATE} Hz; STFT {study.stft.n_fft}/{hop}, "
           f"BSSEval {study.eval.bsseval}; {_cpu_model()}, {os.cpu_count()} CPUs, load average {load_start[0]:.2f}",
           flush=True)
     print(f"{'row':<8} {'impl':<7} {'working MiB':>11} {'track peak MiB':>14} {'bytes/sample':>12}", flush=True)
@@ -182,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append("irm")  # the oracle's estimates to score
         for row in [r for r in ROWS if r in rows]:
             for impl in impls:
-                stats = _run_worker(row, impl, folder)
+                stats = _run_worker(row, impl, folder, hop)
                 peak = stats["working_mib"] + stats["inputs_mib"]
                 print(f"{row:<8} {impl:<7} {stats['working_mib']:11.0f} {peak:14.0f} "
                       f"{peak * 2**20 / channel_samples:12.1f}", flush=True)
