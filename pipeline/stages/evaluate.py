@@ -2,10 +2,10 @@
 
 Each test track is separated with the shared whole-track inference (Open-Unmix optionally with its
 Wiener post-filter), then scored with uSDR and BSSEval v4; on the CPU tracks are scored side by
-side, no more at once than the cores and the memory available hold (`TRACK_BYTES`). Writes per-track scores in museval's
-JSON schema under metrics/eval/<variant>/, the data-set figures in metrics/eval/<variant>.json,
-and logs both with the evaluation's energy into an MLflow run of its own, a child of the
-variant's training run, into which it copies the test scores. The
+side, no more at once than the cores and the memory available hold (`TRACK_BYTES`). Writes
+per-track scores in museval's JSON schema under metrics/eval/<variant>/, the data-set figures in
+metrics/eval/<variant>.json, and logs both with the evaluation's energy into an MLflow run of its
+own, a child of the variant's training run, into which it copies the test scores. The
 reference rows (`sepcost evaluate --bounds`) are the mixture itself as every estimate and the
 oracle ideal ratio mask, computed once per study.
 """
