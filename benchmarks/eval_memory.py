@@ -1,29 +1,31 @@
-"""Peak memory of evaluating one 4-minute track, the stage's way: the oracle IRM, BSSEval scoring
-and the reference rows, per track.
+"""Peak memory of evaluating one 4-minute track as `evaluate` and `bounds` do on the CPU: the
+oracle IRM and BSSEval scoring alone, and a track of each row (mixture, oracle IRM, a model).
 
-    python benchmarks/eval_memory.py [--seconds 240] [--rows irm,score,mixture,oracle,model] [--impl before,after]
-                                     [--hop 512]
+    python benchmarks/eval_memory.py [--seconds 240] [--rows irm,score,mixture,oracle,model]
+                                     [--impl before,after] [--hop 512]
 
 The track: four stereo sources at 44.1 kHz (noise through a different one-pole filter each, with
-slow envelopes; vocals silent for their first 2 s), the mixture their sum, float32 as the stems
-load. Measured, each in a fresh process on one torch thread and with the CLI's allocator settings
-(`pipeline.allocator`), as `evaluate` scores a track on the CPU:
-- `irm`: `oracle_irm` alone, at params.yaml's STFT (`--hop 512`: the paper's);
-- `score`: `score_track` (uSDR and the torch BSSEval v4, params.yaml's `eval`) of the oracle IRM's
-  estimates;
-- `mixture`, `oracle`: the reference rows of `sepcost evaluate --bounds`, estimate then score;
-- `model`: params.yaml's base variant (untrained models) through `estimate`, then scored.
-Each process reports its working memory: the peak resident set size (VmHWM, reset through
-/proc/self/clear_refs) minus the resident size once its imports and the track are loaded. A
-track's peak is that plus its inputs (the stems: mixture and references, float32; for `score` the
-estimates too), which the stage holds while scoring it; the last column divides it by the track's channel-samples.
+slow envelopes; vocals silent for their first 2 s) and their sum. Each figure comes from a fresh
+process on one torch thread with the CLI's allocator settings (`pipeline.allocator`), as
+`runtime.side_by_side` runs a track:
+- `irm`: `oracle_irm` alone on the float32 track in memory, at params.yaml's STFT (`--hop 512`:
+  the paper's);
+- `score`: `score_track` alone (uSDR and BSSEval v4 with params.yaml's backend) of the IRM's
+  estimates in memory;
+- `mixture`, `oracle`, `model`: the stage's whole work on the track (`evaluate._score_all` on a
+  one-track manifest: its stems read from 16-bit WAV files, the row's estimate, its scores, its
+  JSON); `model` is params.yaml's base variant, untrained.
+Working memory: the peak resident set size (VmHWM, reset through /proc/self/clear_refs) minus the
+resident size once the imports (and for `irm` and `score` their inputs) are loaded. A track's
+peak adds those inputs; the last column divides it by the track's channel-samples.
 
 Baseline, measured in the same run (`--impl before`): `pipeline/evaluation/bounds.py`,
-`pipeline/evaluation/metrics.py` and `pipeline/inference/separate.py` at d70ed5a, loaded from git:
-the oracle IRM on every source's float64 spectra at once, uSDR on float64 copies of the whole
-track, a copy of the estimates per model, their concatenation, division and cut. No target: the figures size
-`pipeline.stages.evaluate.TRACK_BYTES`. The before rows of the oracle IRM need about 7 GB for a
-4-minute track: run it alone on the machine; it prints the load average.
+`evaluation/metrics.py`, `inference/separate.py` and `stages/evaluate.py` at d70ed5a, loaded from
+git: the oracle IRM on every source's float64 spectra at once, uSDR on float64 copies of the
+whole track, a copy of the estimates per model and three more, the stems held beside the stacked
+references. No target: the figures size `pipeline.stages.evaluate.TRACK_BYTES`. The baseline's
+oracle IRM needs about 7 GB for a 4-minute track: run it alone on the machine; it prints the load
+average.
 """
 from __future__ import annotations
 
@@ -88,16 +90,21 @@ def worker(row: str, impl: str, data: Path, out: Path, hop: int) -> None:
     import torch
 
     from pipeline import config
+    from pipeline.data.manifest import Manifest, Track
 
     if impl == "before":
-        bounds, metrics, inference = (_module_at(BASELINE, f"pipeline/{path}.py") for path in
-                                      ("evaluation/bounds", "evaluation/metrics", "inference/separate"))
+        bounds, metrics, inference, evaluate = (
+            _module_at(BASELINE, f"pipeline/{path}.py")
+            for path in ("evaluation/bounds", "evaluation/metrics", "inference/separate", "stages/evaluate"))
+        evaluate.score_track = metrics.score_track  # the baseline's, not today's module's
     else:
         from pipeline.evaluation import bounds, metrics
         from pipeline.inference import separate as inference
+        from pipeline.stages import evaluate
 
     torch.set_num_threads(1)  # as `runtime.side_by_side` runs each track on the CPU
     study = config.load(REPO / "params.yaml")
+    n_fft, hop = study.stft.n_fft, hop or study.stft.hop
     models = []
     if row == "model":
         from model import build_separator
@@ -105,27 +112,31 @@ def worker(row: str, impl: str, data: Path, out: Path, hop: int) -> None:
 
         torch.manual_seed(0)
         models = [build_separator(spec).eval() for spec in separator_specs(config.resolve(study, "base"))]
-    sources = np.load(data / "sources.npy")
-    mixture = sources.sum(axis=0)
-    estimates = np.load(data / "estimates.npy") if row == "score" else None
+    estimators = {
+        "mixture": bounds.mixture_estimates,
+        "oracle": lambda mixture, references: bounds.oracle_irm(mixture, references, n_fft, hop),
+        "model": lambda mixture, references: inference.estimate(models, torch.from_numpy(mixture), study.eval,
+                                                                SAMPLE_RATE).numpy(),
+    }
+    sources = mixture = estimates = None
+    if row in ("irm", "score"):  # the pieces, on the track in memory
+        sources = np.load(data / "sources.npy")
+        mixture = sources.sum(axis=0)
+        estimates = np.load(data / "estimates.npy") if row == "score" else None
+    else:  # the stage's work on a track, its stems read from WAV files
+        track = Track("track", "test", "test/track", int(np.load(data / "sources.npy", mmap_mode="r").shape[-1]))
+        manifest = Manifest("musdb18hq", data / "musdb", SAMPLE_RATE, 2, (track,), "0" * 16)
+        (data / f"{row}-{impl}").mkdir()
     inputs = sum(a.nbytes for a in (sources, mixture, estimates) if a is not None) / 2**20  # held by the stage too
-    n_fft, hop = study.stft.n_fft, hop or study.stft.hop
-
-    def score(ests):
-        return metrics.score_track(sources, ests, study.targets, SAMPLE_RATE, backend=study.eval.bsseval)
 
     before = _rss_mib()
     exact = _reset_peak()
     if row == "irm":
         estimates = bounds.oracle_irm(mixture, sources, n_fft, hop)
     elif row == "score":
-        score(estimates)
-    elif row == "mixture":
-        score(bounds.mixture_estimates(mixture, sources))
-    elif row == "oracle":
-        score(bounds.oracle_irm(mixture, sources, n_fft, hop))
+        metrics.score_track(sources, estimates, study.targets, SAMPLE_RATE, backend=study.eval.bsseval)
     else:
-        score(inference.estimate(models, torch.from_numpy(mixture), study.eval, SAMPLE_RATE).numpy())
+        evaluate._score_all(study, row, manifest, estimators[row], torch.device("cpu"), data / f"{row}-{impl}")
     peak = _peak_mib()
     if row == "irm":
         np.save(data / "estimates.npy", estimates)  # for the score row
@@ -168,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--rows: some of {', '.join(ROWS)}; --impl: some of {', '.join(IMPLS)}")
 
     from pipeline import config
+    from pipeline.data.audio import write_wav
+    from pipeline.names import TARGETS
 
     study = config.load(REPO / "params.yaml")
     hop = args.hop or study.stft.hop
@@ -181,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         sources = make_track(args.seconds)
         channel_samples = sources.shape[1] * sources.shape[2]
         np.save(folder / "sources.npy", sources)
+        for name, audio in zip(("mixture", *TARGETS), (sources.sum(axis=0), *sources)):
+            write_wav(folder / "musdb" / "test" / "track" / f"{name}.wav", audio, SAMPLE_RATE)  # 16 bits
         del sources
         if "score" in rows and "irm" not in rows:
             rows.append("irm")  # the oracle's estimates to score
