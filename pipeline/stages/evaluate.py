@@ -39,13 +39,14 @@ from pipeline.runtime import pick_device, side_by_side
 # streaming mode's, and the cost of separating.
 TEST_SCORES = ("usdr_", "csdr_", "streaming_", "separation_")
 # The peak memory of scoring one track on the CPU, by BSSEval backend: a fixed part and bytes per
-# sample of each channel. Measured on a 4-minute stereo track of four targets by
-# benchmarks/eval_memory.py with the torch backend: at most 1235 MiB (61 bytes a channel-sample),
-# params.yaml's base models' row; the oracle IRM's 1045 MiB, the mixture's 832 MiB. museval's
-# working memory (benchmarks/bsseval.py, 30 s and 60 s): 540 MiB + 167 bytes a channel-sample,
-# where the torch backend's is a fixed 110 MiB. A track's peak holds its stems and estimates, the
-# oracle IRM's blocks or a model's batches of chunks, and BSSEval's workspace. With a margin, it
-# bounds how many tracks are scored side by side (`runtime.side_by_side`).
+# sample of each channel. benchmarks/eval_memory.py measured a track's whole work on a 4-minute
+# stereo track of four targets with the torch backend: at most 1235 MiB (61 bytes a
+# channel-sample) with params.yaml's base models, 1127 MiB for the oracle IRM's row (1109 at the
+# paper's hop of 512), 830 MiB for the mixture's; its stems and estimates, the oracle IRM's blocks
+# or a model's batches of chunks, BSSEval's workspace (fixed: 110 MiB). museval's working memory
+# grows with the track (benchmarks/bsseval.py at 30 s and 60 s: 540 MiB + 167 bytes a
+# channel-sample). With a margin, it bounds how many tracks are scored side by side
+# (`runtime.side_by_side`).
 TRACK_BYTES = {"torch": (256 * 2**20, 64), "museval": (768 * 2**20, 240)}  # (fixed, per channel-sample)
 
 
