@@ -16,15 +16,22 @@ from pipeline.evaluation.bsseval import FILTERS_LEN, bss_eval_v4, median_over_fr
 from pipeline.names import AVG, SCORES, score_key
 
 EPS = 1e-7
+_USDR_CHUNK = 2**16  # samples of a uSDR sum at once (float64: 4 MB for four stereo targets)
 MUSEVAL_ORDER = ("sdr", "sir", "sar", "isr")  # the metrics of a frame in museval's JSON, in its order
 
 
 def usdr(reference, estimate) -> np.ndarray:
-    """uSDR in dB over the last two axes (channels, samples): (..., channels, samples) -> (...)."""
-    reference = torch.as_tensor(reference, dtype=torch.float64)
-    estimate = torch.as_tensor(estimate, dtype=torch.float64)
-    signal = reference.square().sum(dim=(-2, -1))
-    error = (reference - estimate).square().sum(dim=(-2, -1))
+    """uSDR in dB over the last two axes (channels, samples): (..., channels, samples) -> (...).
+
+    Summed in float64 over chunks of samples: float64 copies of a chunk, not of the whole track
+    (four times the float32 track for each of the reference, the estimate and their difference)."""
+    reference, estimate = torch.as_tensor(reference), torch.as_tensor(estimate)
+    signal = torch.zeros(reference.shape[:-2], dtype=torch.float64)
+    error = torch.zeros(torch.broadcast_shapes(reference.shape, estimate.shape)[:-2], dtype=torch.float64)
+    for a in range(0, reference.shape[-1], _USDR_CHUNK):
+        ref = reference[..., a:a + _USDR_CHUNK].to(torch.float64)
+        signal += ref.square().sum(dim=(-2, -1))
+        error += (ref - estimate[..., a:a + _USDR_CHUNK].to(torch.float64)).square().sum(dim=(-2, -1))
     return (10.0 * torch.log10((signal + EPS) / (error + EPS))).numpy()
 
 

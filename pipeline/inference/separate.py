@@ -62,22 +62,25 @@ def separate(models, mixture: torch.Tensor, cfg: EvalConfig, sample_rate: int) -
     batches = [list(range(first, min(first + cfg.batch_chunks, len(starts)))) for first in range(0, len(starts), cfg.batch_chunks)]
     batches = [[i for i in b if sizes[i] == size] for b in batches for size in dict.fromkeys(sizes[i] for i in b)]
 
-    outputs = []
+    # Each chunk adds its part inside the track into one tensor of every model's estimates: one
+    # copy of the track's estimates, not one per model plus their concatenation and its division.
+    estimates = torch.zeros(sum(len(model.spec["targets"]) for model in models), channels, length)
+    row = 0
     for model in models:
         model.eval()
-        out = torch.zeros(len(model.spec["targets"]), channels, total)
+        out = estimates[row : row + len(model.spec["targets"])]
+        row += out.shape[0]
         for batch in batches:
             size = sizes[batch[0]]
             chunks = torch.stack([padded[:, starts[i] : starts[i] + size] for i in batch])
             wave = apply(model, lambda x: _waves(model, x, cfg.precision), chunks) * weights[:size]
             for i, chunk in zip(batch, wave):
-                out[:, :, starts[i] : starts[i] + size] += chunk
-        outputs.append(out)
+                a, b = max(starts[i], pad), min(starts[i] + size, pad + length)  # inside the track
+                out[:, :, a - pad : b - pad] += chunk[:, :, a - starts[i] : b - starts[i]]
     norm = torch.zeros(total)
     for start, size in zip(starts, sizes):
         norm[start : start + size] += weights[:size]
-    estimates = torch.cat(outputs) / norm
-    return estimates[:, :, pad : pad + length].contiguous()
+    return estimates.div_(norm[pad : pad + length])
 
 
 def _waves(model, chunks: torch.Tensor, precision_name: str) -> torch.Tensor:

@@ -1,10 +1,11 @@
 """Stage evaluate@<variant> and the reference rows (stage `bounds`): separate the test split, score it.
 
 Each test track is separated with the shared whole-track inference (Open-Unmix optionally with its
-Wiener post-filter), then scored with uSDR and BSSEval v4. Writes per-track scores in museval's
-JSON schema under metrics/eval/<variant>/, the data-set figures in metrics/eval/<variant>.json,
-and logs both with the evaluation's energy into an MLflow run of its own, a child of the
-variant's training run, into which it copies the test scores. The
+Wiener post-filter), then scored with uSDR and BSSEval v4; on the CPU tracks are scored side by
+side, no more at once than the cores and the memory available hold (`TRACK_BYTES`). Writes
+per-track scores in museval's JSON schema under metrics/eval/<variant>/, the data-set figures in
+metrics/eval/<variant>.json, and logs both with the evaluation's energy into an MLflow run of its
+own, a child of the variant's training run, into which it copies the test scores. The
 reference rows (`sepcost evaluate --bounds`) are the mixture itself as every estimate and the
 oracle ideal ratio mask, computed once per study.
 """
@@ -37,6 +38,16 @@ from pipeline.runtime import gpu_ordinals, pick_device, side_by_side
 # What an evaluation copies into its training's run, for the runs table: the test scores, the
 # streaming mode's, and the cost of separating.
 TEST_SCORES = ("usdr_", "csdr_", "streaming_", "separation_")
+# The peak memory of scoring one track on the CPU, by BSSEval backend: a fixed part and bytes per
+# sample of each channel. benchmarks/eval_memory.py measured a track's whole work on a 4-minute
+# stereo track of four targets with the torch backend: at most 1235 MiB (61 bytes a
+# channel-sample) with params.yaml's base models, 1127 MiB for the oracle IRM's row (1109 at the
+# paper's hop of 512), 830 MiB for the mixture's; its stems and estimates, the oracle IRM's blocks
+# or a model's batches of chunks, BSSEval's workspace (fixed: 110 MiB). museval's working memory
+# grows with the track (benchmarks/bsseval.py at 30 s and 60 s: 540 MiB + 167 bytes a
+# channel-sample). With a margin, it bounds how many tracks are scored side by side
+# (`runtime.side_by_side`).
+TRACK_BYTES = {"torch": (256 * 2**20, 64), "museval": (768 * 2**20, 240)}  # (fixed, per channel-sample)
 
 
 def run(study: Config, variant: str, seed: int | None = None) -> dict:
@@ -119,7 +130,7 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
 
     def score(track) -> tuple[dict, float, float]:
         stems = load_stems(manifest, track, ("mixture", *cfg.targets))
-        references = np.stack([stems[t] for t in cfg.targets])
+        references = np.stack([stems.pop(t) for t in cfg.targets])  # the stems go: one copy held
         started = time.perf_counter()
         estimates = estimate_fn(stems["mixture"], references)
         separated = time.perf_counter()
@@ -133,7 +144,9 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
         return summary, separated - started, time.perf_counter() - separated
 
     tracks = _test_tracks(cfg, manifest)
-    with side_by_side(len(tracks), device, cfg.runtime.threads) as (pool, _):
+    fixed, per_sample = TRACK_BYTES[cfg.eval.bsseval]
+    track_bytes = fixed + per_sample * manifest.channels * max(t.frames for t in tracks)
+    with side_by_side(len(tracks), device, cfg.runtime.threads, track_bytes) as (pool, _):
         done = list(tqdm(pool.map(score, tracks), total=len(tracks), desc=f"evaluate {name}", unit="track"))
     scores = {track.name: summary for track, (summary, _, _) in zip(tracks, done)}
     separation_s, scoring_s = sum(d[1] for d in done), sum(d[2] for d in done)

@@ -1,4 +1,5 @@
 """Evaluation, scoring and separation on the tiny trained study and generated audio."""
+import contextlib
 import json
 
 import numpy as np
@@ -50,6 +51,29 @@ def test_bounds_order_the_mixture_below_the_oracle(trained):
     oracle = json.loads(paths.eval_metrics("oracle_irm").read_text())
     for t in TARGETS:
         assert oracle[f"usdr_{t}"] > 3 > 0 > mixture[f"usdr_{t}"]
+
+
+def test_bounds_score_no_more_tracks_side_by_side_than_the_memory_holds(study, monkeypatch):
+    """Two test tracks on two cores, memory for one and a half of them: one track at a time, both rows."""
+    from pipeline import runtime
+    from pipeline.stages import evaluate
+
+    write_params(study, {"runtime": {"threads": 2}})
+    manifest = load_manifest()
+    fixed, per_sample = evaluate.TRACK_BYTES["torch"]
+    track_bytes = fixed + per_sample * manifest.channels * max(t.frames for t in manifest.split("test"))
+    monkeypatch.setattr(runtime, "memory_available", lambda: track_bytes * 3 // 2)
+    pools = []
+
+    @contextlib.contextmanager
+    def recorded(count, device, threads, job_bytes):
+        with runtime.side_by_side(count, device, threads, job_bytes) as (pool, workers):
+            pools.append((count, job_bytes, workers))
+            yield pool, workers
+
+    monkeypatch.setattr(evaluate, "side_by_side", recorded)
+    assert main(["evaluate", "--bounds"]) == 0
+    assert pools == [(2, track_bytes, 1)] * 2
 
 
 def test_oracle_irm_of_a_single_source_is_the_mixture():
