@@ -120,8 +120,8 @@ def run(cfg: Config, variants: list[str] | None = None, seed: int | None = None,
     folder = (Path(launch.folder) / time.strftime("%Y%m%d-%H%M%S")).resolve()
     (mem_gb, mem_why), jobs = memory_request(launch, chosen), jobs_at_once(launch, len(chosen))
     launch = dataclasses.replace(launch, jobs=jobs, mem_gb=mem_gb)
-    print(f"launch: {jobs} of {len(chosen)} jobs at once"
-          + (f", {mem_gb:g} GB each ({mem_why})" if launch.executor == "slurm" else ""))
+    memory = f"{mem_gb:g} GB each ({mem_why})" if mem_gb else f"memory: {mem_why}"
+    print(f"launch: {jobs} of {len(chosen)} jobs at once" + (f", {memory}" if launch.executor == "slurm" else ""))
     if dry_run:
         print(dry_run_script(launch, folder / "%j", len(chosen), where))
         print(f"launch: dry run: {len(chosen)} jobs, {', '.join(run_key(v, s) for v, s in chosen)}")
