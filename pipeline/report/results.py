@@ -215,9 +215,9 @@ def testset_table(study: Study) -> Table:
             for t in (*ts, AVG):
                 row[score_key(metric, t)] = mean(e.get(score_key(metric, t)) for e in evals)
         rows[f"ours:{v}"] = row
-    caption = ("MUSDB18-HQ test set: published systems (original BSRNN, the replication, Open-Unmix) and this "
-               "study's variants (means over their seeds). cSDR: BSSEval v4 median over frames then tracks; uSDR: "
-               "mean over tracks of whole-track SDR." + protocol_note(study))
+    caption = ("Test set. Published systems (original BSRNN, the replication, Open-Unmix): MUSDB18-HQ's 50 test "
+               f"tracks; this study's variants (means over their seeds): {_test_data(study)}. cSDR: BSSEval v4 "
+               "median over frames then tracks; uSDR: mean over tracks of whole-track SDR." + protocol_note(study))
     return Table("test", caption, cols, list(rows.values()), ["seeds"])
 
 
@@ -297,6 +297,17 @@ def protocol_id(protocol) -> str:
     if not isinstance(protocol, dict):
         return "not recorded"
     return hashlib.sha256(json.dumps(protocol, sort_keys=True).encode()).hexdigest()[:8]
+
+
+# What each `data.source` is, in a caption.
+DATA_SOURCES = {"synthetic": "the built-in synthetic songs, not MUSDB18-HQ: their scores do not compare with "
+                             "the published ones", "musdb18hq": "MUSDB18-HQ", "musdb18": "MUSDB18 (compressed stems)"}
+
+
+def _test_data(study: Study) -> str:
+    """The data sets the study's test scores come from, in words."""
+    sources = sorted({str((e.get("protocol") or {}).get("data", {}).get("source", "")) for e in study.eval.values()})
+    return " and ".join(DATA_SOURCES.get(s, s) for s in sources if s) or "not evaluated yet"
 
 
 def protocol_note(study: Study) -> str:

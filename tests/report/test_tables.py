@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from pipeline.names import run_key
-from pipeline.report import effects
+from pipeline.report import effects, results
 from pipeline.report.comparison import OWN_RECIPE, effects_summary, effects_table, recipes_table, variant_effects
 from pipeline.report.figures import FIGURES, make_figures
 from pipeline.report.inputs import Study
@@ -142,3 +142,13 @@ def test_every_figure_of_a_large_study(tmp_path):
         image = imread(path)
         assert image.shape[1] == round(COLUMN_WIDTH_IN * DPI), name
         assert name == "cumulative_energy" or image[..., :3].std() > 0.05, name  # no store: "no runs"
+
+
+def test_the_test_table_names_the_data_its_rows_come_from():
+    study = hand_study()
+    assert "not evaluated yet" in results.testset_table(study).caption  # no protocol recorded
+    for e in study.eval.values():
+        e["protocol"] = {"data": {"source": "synthetic"}}
+    caption = results.testset_table(study).caption
+    assert "MUSDB18-HQ's 50 test tracks" in caption  # the published rows
+    assert "this study's variants (means over their seeds): the built-in synthetic songs, not MUSDB18-HQ" in caption
