@@ -105,11 +105,10 @@ def run_bounds(study: Config) -> dict:
         "mixture": mixture_estimates,
         "oracle_irm": lambda mixture, references: oracle_irm(mixture, references, stft.n_fft, stft.hop),
     }
-    results = {}
+    results, cpu = {}, torch.device("cpu")  # the reference rows need no model: they run on the CPU
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, torch.device("cpu"),
-                                 lambda track_dir, name=name:
-                                 _score_all(study, name, manifest, estimators[name], torch.device("cpu"), track_dir))
+        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, cpu, lambda track_dir, name=name:
+                                 _score_all(study, name, manifest, estimators[name], cpu, track_dir))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")
     return results
