@@ -20,6 +20,7 @@ import torch
 from pipeline import precision
 from pipeline.boundary import apply, device_of
 from pipeline.config.schema import EvalConfig
+from pipeline.names import TARGETS
 
 
 def chunk_weights(cfg: EvalConfig, sample_rate: int) -> tuple[torch.Tensor, int, int]:
@@ -91,14 +92,18 @@ def _waves(model, chunks: torch.Tensor, precision_name: str) -> torch.Tensor:
 
 def _wiener(model, mixture: torch.Tensor, estimates: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
     """Open-Unmix's multichannel Wiener post-filter on whole-track estimates (targets, channels,
-    samples), the magnitudes taken from their STFT; on the model's device."""
+    samples), the magnitudes taken from their STFT; on the model's device. Targets that leave a
+    source out (the vocals-only pilot) get the residual source, as Open-Unmix filters one target:
+    without it a lone target's mask is 1 and its estimate the mixture."""
     from model.wiener import wiener
+
+    residual = cfg.wiener_residual or estimates.shape[0] < len(TARGETS)
 
     def post_filter(mixture: torch.Tensor, estimates: torch.Tensor) -> torch.Tensor:
         mix_spec = model.stft(mixture)  # (channels, bins, frames)
         magnitudes = model.stft(estimates).abs()  # (targets, channels, bins, frames)
         filtered = wiener(magnitudes, mix_spec, iterations=cfg.wiener_iterations,
-                          softmask=cfg.wiener_softmask, residual=cfg.wiener_residual)
+                          softmask=cfg.wiener_softmask, residual=residual)
         return model.istft(filtered, length=mixture.shape[-1])[: estimates.shape[0]]
 
     return apply(model, post_filter, mixture, estimates)

@@ -30,7 +30,7 @@ from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
 from pipeline.evaluation.metrics import aggregate, museval_json, protocol, score_track, usdr
 from pipeline.inference.separate import estimate
 from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
-from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, kwh_key, score_key
+from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, TARGETS, kwh_key, score_key
 from pipeline.precision import require
 from pipeline.runtime import gpu_ordinals, pick_device, side_by_side
 
@@ -105,10 +105,12 @@ def run_bounds(study: Config) -> dict:
         "mixture": mixture_estimates,
         "oracle_irm": lambda mixture, references: oracle_irm(mixture, references, stft.n_fft, stft.hop),
     }
+    # the oracle's masks share each bin among every source, whatever the study's targets
+    given = {"mixture": study.targets, "oracle_irm": TARGETS}
     results, cpu = {}, torch.device("cpu")  # the reference rows need no model: they run on the CPU
     for name in REFERENCE_ROWS:
         results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, cpu, lambda track_dir, name=name:
-                                 _score_all(study, name, manifest, estimators[name], cpu, track_dir))
+                                 _score_all(study, name, manifest, estimators[name], cpu, track_dir, given[name]))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")
     return results
@@ -123,15 +125,20 @@ def _test_tracks(cfg: Config, manifest: Manifest):
     return tracks
 
 
-def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: torch.device, track_dir: Path) -> dict:
+def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: torch.device, track_dir: Path,
+               sources: tuple[str, ...] | None = None) -> dict:
     """Separate and score every test track, writing each track's scores into `track_dir`; the
-    data-set figures."""
+    data-set figures. `estimate_fn(mixture, stems)` is given the stems of `sources` (default: the
+    study's targets, which are scored, and which `sources` must include) and estimates each one."""
+    sources = sources or cfg.targets
+    scored = [sources.index(t) for t in cfg.targets]
+    pick = (lambda x: x) if scored == list(range(len(sources))) else (lambda x: x[scored])  # noqa: E731
 
     def score(track) -> tuple[dict, float, float]:
-        stems = load_stems(manifest, track, ("mixture", *cfg.targets))
-        references = np.stack([stems.pop(t) for t in cfg.targets])  # the stems go: one copy held
+        stems = load_stems(manifest, track, ("mixture", *sources))
+        given = np.stack([stems.pop(s) for s in sources])  # the stems go: one copy held
         started = time.perf_counter()
-        estimates = estimate_fn(stems["mixture"], references)
+        estimates, references = pick(estimate_fn(stems["mixture"], given)), pick(given)
         separated = time.perf_counter()
         summary, frames = score_track(references, estimates, cfg.targets, manifest.sample_rate,
                                       backend=cfg.eval.bsseval, device=device)

@@ -1,7 +1,8 @@
-"""Stage `sad`: source activity detection per target over the training tracks.
+"""Stage `sad`: source activity detection per source over the training tracks.
 
-Writes data/sad/<target>.csv (the active windows) and data/sad/summary.json; a target with no
-active window anywhere is an error, not an empty result.
+Writes data/sad/<source>.csv (the active windows) and data/sad/summary.json; a source with no
+active window anywhere is an error, not an empty result. Every source of MUSDB's four, whatever
+the study's targets: the SAD sampler mixes active segments of each one into a training mixture.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pipeline.data.audio import read_wav
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sad import CSV_HEADER, active_windows
 from pipeline.errors import UserError
+from pipeline.names import TARGETS
 
 
 def run(cfg: Config) -> dict:
@@ -23,18 +25,18 @@ def run(cfg: Config) -> dict:
     tracks = manifest.split("train")
     if not tracks:
         raise UserError(f"{paths.MANIFEST}: no training tracks to detect source activity in")
-    segments = {t: [] for t in cfg.targets}
-    totals = dict.fromkeys(cfg.targets, 0)
+    segments = {t: [] for t in TARGETS}
+    totals = dict.fromkeys(TARGETS, 0)
     with tracking.metered(cfg, "sad", paths.energy_dir("sad"), run_name="sad"), \
             replacing(paths.SAD, discard_old=True) as out:
         for track in tqdm(tracks, desc="sad: training tracks", unit="track"):
-            for target in cfg.targets:
+            for target in TARGETS:
                 audio = read_wav(manifest.stem_path(track, target))
                 kept, windows = active_windows(audio, manifest.sample_rate, cfg.sad)
                 segments[target] += [(track.name, start, end) for start, end in kept]
                 totals[target] += windows
         out.mkdir()
-        for target in cfg.targets:
+        for target in TARGETS:
             if not segments[target]:
                 raise UserError(
                     f"sad: no segment kept for target '{target}' over {len(tracks)} training tracks "
@@ -50,7 +52,7 @@ def run(cfg: Config) -> dict:
             "window_s": cfg.sad.window_s,
             "hop_s": cfg.sad.hop_s,
             "tracks": len(tracks),
-            "targets": {t: {"kept": len(segments[t]), "total": totals[t]} for t in cfg.targets},
+            "targets": {t: {"kept": len(segments[t]), "total": totals[t]} for t in TARGETS},
         }
         write_json(out / paths.SAD_SUMMARY.name, summary)
     for target, counts in summary["targets"].items():

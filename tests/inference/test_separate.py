@@ -3,7 +3,7 @@ import torch
 
 from model import build_separator
 from pipeline.config import EvalConfig
-from pipeline.inference.separate import chunk_weights, separate
+from pipeline.inference.separate import chunk_weights, estimate, separate
 from pipeline.inference.streaming import is_causal, separate_streaming
 
 
@@ -76,3 +76,13 @@ def test_only_unidirectional_open_unmix_streams():
     assert not is_causal([])
     with pytest.raises(ValueError, match="unidirectional"):
         separate_streaming([_umx("vocals", bidirectional=True)], torch.randn(2, 1000), 4)
+
+
+def test_the_wiener_filter_of_one_target_keeps_the_rest_of_the_mixture_out():
+    # vocals alone (the pilot's study): without the residual source a lone target's mask is 1
+    mixture = torch.randn(2, 8000)
+    cfg = EvalConfig(wiener_iterations=1)
+    filtered = estimate([_umx("vocals", bidirectional=True)], mixture, cfg, sample_rate=8000)
+    plain = separate([_umx("vocals", bidirectional=True)], mixture, cfg, sample_rate=8000)
+    assert filtered.shape == plain.shape == (1, 2, 8000)
+    assert (filtered[0] - mixture).abs().max() > 1e-2  # the mixture would be exact to the STFT's rounding

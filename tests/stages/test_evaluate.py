@@ -53,6 +53,19 @@ def test_bounds_order_the_mixture_below_the_oracle(trained):
         assert oracle[f"usdr_{t}"] > 3 > 0 > mixture[f"usdr_{t}"]
 
 
+def test_a_study_of_some_targets_detects_every_source_and_masks_among_them_all(study):
+    """The pilot trains vocals alone: SAD still covers the four sources its sampler mixes, and the
+    oracle IRM still shares each bin among all of them (not vocals against itself)."""
+    assert main(["evaluate", "--bounds"]) == 0
+    every = json.loads(paths.eval_metrics("oracle_irm").read_text())
+    write_params(study, {"targets": ["vocals"]})
+    assert main(["sad"]) == 0 and all(paths.sad_csv(t).is_file() for t in TARGETS)
+    assert main(["evaluate", "--bounds"]) == 0
+    vocals = json.loads(paths.eval_metrics("oracle_irm").read_text())
+    assert "usdr_bass" not in vocals and vocals["usdr_vocals"] == pytest.approx(every["usdr_vocals"])
+    assert vocals["usdr_vocals"] > json.loads(paths.eval_metrics("mixture").read_text())["usdr_vocals"] + 3
+
+
 def test_bounds_score_no_more_tracks_side_by_side_than_the_memory_holds(study, monkeypatch):
     """Two test tracks on two cores, memory for one and a half of them: one track at a time, both rows."""
     from pipeline import runtime
