@@ -56,12 +56,3 @@ def check(config: Config, prefix: str = "") -> None:
     if train.gain_lo > train.gain_hi:
         fail(f"{at}train.gain_lo", f"expected a value <= train.gain_hi ({train.gain_hi})")
 
-
-def warnings(variants: list[Config]) -> list[str]:
-    """Valid settings that probably do not do what was meant: one line per kind, naming the variants."""
-    stuck = [v.variant for v in variants if v.train.patience >= v.train.max_epochs]
-    if not stuck:
-        return []
-    src = variants[0].params_file
-    return [f"{src}: warning: train.patience >= train.max_epochs in variants {', '.join(stuck)}: "
-            "early stopping can never end their training"]

@@ -7,7 +7,6 @@ and what was expected, and ends the command with status 2 (`ConfigError`).
 from __future__ import annotations
 
 import copy
-import sys
 import dataclasses
 import types
 import typing
@@ -50,9 +49,8 @@ def load(path: str | Path = DEFAULT_PARAMS) -> Config:
                 raise ConfigError(
                     f"{path}: variants.{name}.{section}: a variant may override only {', '.join(VARIANT_KEYS)}"
                 )
-    resolved = [resolve(config, name) for name in config.variants]
-    for line in checks.warnings(resolved):
-        print(line, file=sys.stderr)
+    for name in config.variants:
+        resolve(config, name)  # each variant's overrides checked now, before any work
     return config
 
 

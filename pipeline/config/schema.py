@@ -133,6 +133,15 @@ class TrainConfig:
         """The lr the optimiser starts from: `lr` scaled linearly from `lr_batch` to the global batch."""
         return self.lr * self.global_batch(ranks) / self.lr_batch
 
+    def soonest_stop(self) -> int:
+        """The fewest epochs the schedule allows: early stopping can end it after `patience` epochs
+        without improvement, the first epoch always being the best so far."""
+        return min(self.patience + 1, self.max_epochs)
+
+    def can_stop_early(self) -> bool:
+        """Whether early stopping can end the training before its last epoch."""
+        return self.soonest_stop() < self.max_epochs
+
     def steps_per_epoch(self, ranks: int = 1) -> int:
         """Updates x accumulation steps per epoch: `epoch_items` in batches of batch x ranks."""
         return self.epoch_items // (self.batch_size * ranks)

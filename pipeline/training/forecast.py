@@ -16,8 +16,8 @@ ASSUMPTIONS = ("every epoch costs what the measured one did (the same steps and 
 
 
 def epochs_range(train: TrainConfig) -> tuple[int, int]:
-    """The fewest and the most epochs the schedule allows: early stopping acts after patience + 1."""
-    return min(train.patience + 1, train.max_epochs), train.max_epochs
+    """The fewest and the most epochs the schedule allows."""
+    return train.soonest_stop(), train.max_epochs
 
 
 def forecast(per_epoch: dict[str, float], train: TrainConfig) -> dict[str, float]:

@@ -91,15 +91,6 @@ def test_unknown_country_is_refused_before_any_work(tmp_path, capsys):
         config.load(path)
 
 
-def test_patience_that_cannot_act_is_a_warning_naming_the_variants(tmp_path, capsys):
-    path = _write(tmp_path, {"train": {"max_epochs": 3, "patience": 2}},
-                  variants={"base": {}, "long_wait": {"train": {"patience": 3}}})
-    config.load(path)
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"{path}: warning: train.patience >= train.max_epochs in variants long_wait: "
-                   "early stopping can never end their training"]
-
-
 def test_paper_values_have_one_home():
     # configs/paper.yaml adds only the data's location and the experiment's name to the defaults
     paper = yaml.safe_load((REPO / "configs/paper.yaml").read_text())
