@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline import paths
 from pipeline.config import Config, resolve
 from pipeline.errors import UserError
-from pipeline.names import AVG, PARAMS_M
+from pipeline.names import AVG, PARAMS_M, TARGETS
 from pipeline.specs import separator_specs
 
 VALIDATION = paths.REFERENCE / "paper_validation.csv"
@@ -50,10 +50,15 @@ def _models(cfg: Config, variant: str) -> str:
 
 def validation(cfg: Config) -> tuple[dict[str, dict], str | None]:
     """The replication's validation rows by variant (those of `cfg`'s variants it has), numbers as
-    floats, each row's parameter count its own; and a note when the file is missing."""
+    floats, each row's parameter count its own, and `avg_usdr` the average over the study's
+    targets, as the study's own avg is (the published one where the study has every target); and a
+    note when the file is missing."""
     rows, note = _read(VALIDATION, VALIDATION_COLUMNS)
     published = {r["variant"]: {k: (v if k in ("variant", "description") else _number(v)) for k, v in r.items()}
                  for r in rows if r["variant"] in cfg.variants}
+    if set(cfg.targets) != set(TARGETS):
+        for row in published.values():
+            row["avg_usdr"] = float(sum(row.get(f"{t}_usdr", math.nan) for t in cfg.targets) / len(cfg.targets))
     counted = {_models(cfg, v): r[PARAMS_M] for v, r in published.items() if math.isfinite(r[PARAMS_M])}
     base = published.get("base", {}).get(PARAMS_M, math.nan)
     for variant, row in published.items():

@@ -1,17 +1,19 @@
 """Each variant against base, as the paper compares them: the effects (a variant's difference from
 base on validation and test uSDR, judged against seed noise, beside the paper's own difference and
-the kWh ratios) and the recipes (what each variant changes, in the paper's words and in the keys
-of its resolved recipe). `variant_effects` is what the effects table, the `shape` figure and the
-stage's summary read. Imports `pipeline.names` and the report's inputs, effects, results and table
+the kWh ratios), the recipes (what each variant changes, in the paper's words and in the keys of
+its resolved recipe), the stopping rules (whether the rows that change it can act at this size)
+and the study's resolution (base's seed spread, the smallest difference it can call, the oracle's
+headroom reached). `variant_effects` is what the effects table, the `shape` figure and the stage's
+summary read. Imports `pipeline.names` and the report's inputs, effects, results and table
 model.
 """
 from __future__ import annotations
 
 import math
 
-from pipeline.names import AVG, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, score_key
+from pipeline.names import AVG, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, REFERENCE_ROWS, score_key
 from pipeline.report import effects
-from pipeline.report.inputs import EVALUATION, Study
+from pipeline.report.inputs import EVALUATION, Study, num
 from pipeline.report.results import scale_note, status
 from pipeline.report.tables import NOT_RUN, Col, Table, short_target
 
@@ -117,6 +119,83 @@ def recipes_table(study: Study) -> Table:
     return Table("recipes", caption, cols, rows, wide=False)
 
 
+def stopping_table(study: Study) -> Table:
+    """Base's stopping rule and that of every row whose declared change it is: whether it can end a
+    training before the schedule's last epoch at this size, and how many runs it ended early."""
+    cols = [Col("variant", "variant", long="variant"), Col("monitor", "monitors", long="monitored figure"),
+            Col("patience", "patience", kind="int", long="patience (epochs)"),
+            Col("max_epochs", "epochs", kind="int", long="epochs of the schedule"),
+            Col("can_act", "can stop early", long="can stop before the last epoch"),
+            Col("stopped", "runs stopped early", long="runs stopped early"),
+            Col("best_epoch", "best epoch", kind="mean", long="best epoch (mean over runs)")]
+    rows = []
+    for v, rule in study.stopping.items():
+        epochs = study.values(v, "epochs")
+        rows.append({"variant": v, "monitor": f"validation {'uSDR' if rule.monitor == 'usdr' else 'loss'}",
+                     "patience": rule.patience, "max_epochs": rule.max_epochs, "can_act": "yes" if rule.can_act else "no",
+                     "stopped": f"{sum(e < rule.max_epochs for e in epochs)} of {len(epochs)}" if epochs else NOT_RUN,
+                     "best_epoch": study.mean(v, "best_epoch")})
+    caption = ("The stopping rule of base and of each row whose declared change it is (the paper's monitor_loss, "
+               "patience and Open-Unmix rows): a rule can end a training before its last epoch when patience + 1 < "
+               "epochs, each target's model after `patience` epochs without a better validation figure; every model "
+               "keeps the weights of its best epoch.")
+    base = study.stopping.get(study.base)
+    if base and not base.can_act:
+        caption += (f" Base's rule cannot act at this size, so every other row trains all {base.max_epochs} epochs: "
+                    "a difference can come from the stopping rule only in the rows that change it.")
+    return Table("stopping", caption, cols, rows, wide=False)
+
+
+def resolution(study: Study) -> dict:
+    """What the study can tell apart: base's seed spread (standard deviation of validation uSDR over
+    its seeds, per target and avg), the smallest difference from base a variant of the usual number
+    of seeds can be called by (on the avg, as the verdicts are), and the share of the oracle IRM's
+    headroom over the mixture (test uSDR) that base and the best variant reached."""
+    ts = (*study.targets, AVG)
+    spread = {t: effects.summarize(study.values(study.base, score_key("valid_usdr", t))) for t in ts}
+    seeds = [len(study.runs.get(v, ())) for v in study.variants if v != study.base]
+    runs = max(set(seeds), key=seeds.count) if seeds else 1
+    mixture, oracle = (study.eval.get(r, {}) for r in REFERENCE_ROWS)
+
+    def share(variant: str, t: str) -> float:
+        key = score_key("usdr", t)
+        low, high = num(mixture.get(key)), num(oracle.get(key))
+        ours = study.mean(variant, key, EVALUATION)
+        return 100 * (ours - low) / (high - low) if high > low else math.nan
+
+    tested = {v: m for v in study.variants if math.isfinite(m := study.mean(v, score_key("usdr"), EVALUATION))}
+    best = max(tested, key=tested.get, default=None)
+    out = {f"base_valid_usdr_std_{t}": spread[t].std for t in ts}
+    out.update({"base_seeds": spread[AVG].n, "variant_seeds": runs,
+                "smallest_call_db": effects.smallest_call(spread[AVG], runs),
+                **{f"oracle_share_base_{t}_pct": share(study.base, t) for t in ts},
+                "best_tested": best or "", "oracle_share_best_avg_pct": share(best, AVG) if best else math.nan})
+    return out
+
+
+def resolution_text(study: Study, res: dict) -> str:
+    """The resolution in sentences, for the report's header ("n/a" for a figure the runs cannot give)."""
+    ts = study.targets if len(study.targets) == 1 else (*study.targets, AVG)
+
+    def fmt(value: float, spec: str) -> str:
+        return format(value, spec) if math.isfinite(value) else "n/a"
+
+    spread = ", ".join(f"{t} {fmt(res[f'base_valid_usdr_std_{t}'], '.2f')}" for t in ts)
+    headroom = ", ".join(f"{t} {fmt(res[f'oracle_share_base_{t}_pct'], '.0f')} %" for t in ts)
+    n = res["variant_seeds"]
+    text = (f"Base's seed spread (standard deviation of validation uSDR over its {res['base_seeds']} seeds, dB): "
+            f"{spread}. The smallest difference from base a variant of {n} seed{'s' if n != 1 else ''} can be called "
+            f"better or worse by: {fmt(res['smallest_call_db'], '.2f')} dB (validation uSDR avg, 95 %). Share of the "
+            f"oracle IRM's headroom over the mixture reached on test uSDR: base {headroom}")
+    if res["best_tested"]:
+        text += f"; the best on average, {res['best_tested']}, {fmt(res['oracle_share_best_avg_pct'], '.0f')} %"
+    text += "."
+    if not study.paper_scale:
+        text += (" At this size the verdicts describe this pilot only: they are not predictions of the effects of "
+                 "the paper's changes at the paper's scale.")
+    return text
+
+
 def agreement_text(rows: list[dict]) -> str:
     """One sentence: whether the copy reproduces the paper's trade-offs, by sign and cost."""
     s = effects_summary(rows)
@@ -132,11 +211,12 @@ def agreement_text(rows: list[dict]) -> str:
     return text + "."
 
 
-def study_summary(study: Study, rows: list[dict], ledger: dict, learned: int) -> dict:
+def study_summary(study: Study, rows: list[dict], ledger: dict, learned: int, res: dict) -> dict:
     """The study in a handful of numbers (reports/summary.json, DVC's metrics of the study, so
     that `dvc exp show` compares whole studies): base's validation uSDR avg over its seeds, the
     variant furthest above it and by how much, the verdict counts, the sign agreement with the
-    paper, the whole study's kWh by both methods and the learning check."""
+    paper, the whole study's kWh by both methods, the learning check and the study's `resolution`
+    (the smallest difference it can call, the share of the oracle's headroom reached)."""
     base = effects.summarize(study.values(study.base, score_key("valid_usdr")))
     ran = [r for r in rows if r["verdict"] != NOT_RUN and math.isfinite(r["delta_avg"])]
     best = max(ran, key=lambda r: r["delta_avg"], default=None)
@@ -151,4 +231,5 @@ def study_summary(study: Study, rows: list[dict], ledger: dict, learned: int) ->
         "within_noise": counts[effects.NOISE], "sign_agrees": counts["sign_agrees"],
         "sign_compared": counts["sign_compared"], "learning_check_pass": learned,
         KWH_CODECARBON: ledger["kwh_codecarbon"], KWH_GREEN_ALGORITHMS: ledger["kwh_green_algorithms"],
+        **{k: res[k] for k in ("smallest_call_db", "oracle_share_base_avg_pct", "oracle_share_best_avg_pct")},
     }

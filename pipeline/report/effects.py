@@ -72,22 +72,32 @@ def difference(variant: Iterable[float], base: Iterable[float]) -> Difference:
     diff = v.mean - b.mean
     if v.n == 0 or b.n == 0:
         return Difference(math.nan, math.nan, math.nan, NO_METHOD, NO_DATA, v.n, b.n)
+    half, method = half_width(v, b)
+    if method == NO_METHOD:
+        return Difference(diff, math.nan, math.nan, NO_METHOD, NO_ESTIMATE, v.n, b.n)
+    low, high = diff - half, diff + half
+    return Difference(diff, low, high, method, verdict(low, high), v.n, b.n)
+
+
+def half_width(v: Summary, b: Summary) -> tuple[float, str]:
+    """The half-width of the interval of mean(v) - mean(b), and its method (NaN, "none" without one)."""
     if v.n >= 2 and b.n >= 2:
         a, c = v.std ** 2 / v.n, b.std ** 2 / b.n
         se = math.sqrt(a + c)
         if se == 0:  # no spread at all: the interval is the point
-            half = 0.0
-        else:
-            df = (a + c) ** 2 / (a ** 2 / (v.n - 1) + c ** 2 / (b.n - 1))
-            half = _t(df) * se
-        method = WELCH
-    elif b.n >= 2 or v.n >= 2:
+            return 0.0, WELCH
+        df = (a + c) ** 2 / (a ** 2 / (v.n - 1) + c ** 2 / (b.n - 1))
+        return _t(df) * se, WELCH
+    if b.n >= 2 or v.n >= 2:
         spread, method = (b, BASE_SPREAD) if b.n >= 2 else (v, VARIANT_SPREAD)
-        half = _t(spread.n - 1) * spread.std * math.sqrt(1 + 1 / spread.n)
-    else:
-        return Difference(diff, math.nan, math.nan, NO_METHOD, NO_ESTIMATE, v.n, b.n)
-    low, high = diff - half, diff + half
-    return Difference(diff, low, high, method, verdict(low, high), v.n, b.n)
+        return _t(spread.n - 1) * spread.std * math.sqrt(1 + 1 / spread.n), method
+    return math.nan, NO_METHOD
+
+
+def smallest_call(base: Summary, runs: int) -> float:
+    """The smallest difference from base that a variant of `runs` runs, spread like base's, can be
+    called better or worse by: its interval's half-width (NaN where there is no interval)."""
+    return half_width(Summary(math.nan, base.std if runs >= 2 else math.nan, runs), base)[0]
 
 
 def verdict(low: float, high: float) -> str:

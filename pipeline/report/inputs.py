@@ -76,13 +76,26 @@ def _read_history(path: Path):
 
 
 @dataclass(frozen=True)
+class Stopping:
+    """A variant's stopping rule: the validation figure it monitors, its patience and the epochs of
+    its schedule, and whether the rule can end a training before its last epoch."""
+
+    monitor: str
+    patience: int
+    max_epochs: int
+    can_act: bool
+
+
+@dataclass(frozen=True)
 class Variant:
     """What the stage knows of a variant from the params: its runs' keys (seeds in order), its model
-    family and where its resolved recipe differs from base's (`config.recipes.changes`, as text)."""
+    family, where its resolved recipe differs from base's (`config.recipes.changes`, as text) and,
+    for base and the rows whose declared change is the stopping rule, that rule."""
 
     runs: tuple[str, ...]
     arch: str = "?"
     changes: tuple[str, ...] = ()
+    stopping: Stopping | None = None
 
 
 @dataclass
@@ -104,6 +117,7 @@ class Study:
     scale_reason: str = ""  # why not, when not
     base: str = "base"  # the variant every other one is compared with (`config.recipes.BASE`)
     notes: list[str] = field(default_factory=list)
+    stopping: dict[str, Stopping] = field(default_factory=dict)  # base's and the stopping-rule rows'
 
     def metrics(self, variant: str, kind: str = TRAINING) -> list[dict]:
         """The train (or eval) metrics of a variant's runs that have them, seeds in order."""
@@ -159,4 +173,5 @@ def load_study(targets: Iterable[str], variants: Mapping[str, Variant],
                 current.setdefault(run_id, str(path))
     return Study(names, tuple(targets), runs, {v: variants[v].arch for v in names},
                  {v: tuple(variants[v].changes) for v in names}, train, evals, history, dict(published[0]),
-                 list(published_test[0]), current, paper_scale, scale_reason, base, notes)
+                 list(published_test[0]), current, paper_scale, scale_reason, base, notes,
+                 {v: variants[v].stopping for v in names if variants[v].stopping})

@@ -1,7 +1,7 @@
 """The report's one self-contained page, reports/index.html: the summary (variants, runs and seeds,
-effects), how energy was measured (`energy_methods_summary`, from what each training recorded of
+effects, the study's resolution), how energy was measured (`energy_methods_summary`, from what each training recorded of
 CodeCarbon's methods), the tables (the study, the effects against seed noise with the note on
-relative against absolute comparison, the recipes, the learning check, the forecasts, the test
+relative against absolute comparison, the recipes, the stopping rules, the learning check, the forecasts, the test
 set), the figures embedded as data URIs, the ledger and every run; nothing fetched from elsewhere.
 Imports `pipeline.names`, `pipeline.paths` and the report's other modules.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline import paths
 from pipeline.names import KWH_CODECARBON, KWH_GREEN_ALGORITHMS, REFERENCE_ROWS
-from pipeline.report.comparison import agreement_text, effects_summary
+from pipeline.report.comparison import agreement_text, effects_summary, resolution_text
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
 from pipeline.report.figures import FIGURES
 from pipeline.report.inputs import EVALUATION, Study, finite, fsum, num
@@ -181,7 +181,7 @@ def _effects_text(rows: list[dict]) -> str:
 
 
 def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, Path], ledger: dict,
-                runs, effects_rows: list[dict]) -> str:
+                runs, effects_rows: list[dict], res: dict) -> str:
     e = html.escape
     trained = [v for v in study.variants if study.ran(v)]
     evaluated = [v for v in study.variants if study.metrics(v, EVALUATION)]
@@ -199,6 +199,7 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
             f"<dt>runs of the study</dt><dd>{len(every)} (a variant and a seed each): {len(runs_trained)} trained, "
             f"{len(runs_evaluated)} evaluated; {e(_seeds_text(study))}</dd>",
             f"<dt>effects</dt><dd>{e(_effects_text(effects_rows))}</dd>",
+            f"<dt>resolution</dt><dd>{e(resolution_text(study, res))}</dd>",
             f"<dt>runs in MLflow</dt><dd>{ledger['runs']} ({ledger['failed_runs']} failed, "
             f"{ledger['killed_runs']} killed)</dd>",
             f"<dt>whole-study energy</dt><dd>{energy_text(ledger[KWH_CC])} CodeCarbon, "
@@ -234,6 +235,8 @@ def render_html(cfg, study: Study, tables: dict[str, Table], figures: dict[str, 
     body.append(to_html(tables["effects"], row_class))
     body.append("<h2>Recipes: what each variant changes</h2>")
     body.append(to_html(tables["recipes"]))
+    body.append("<h2>Stopping rules: which rows can stop early</h2>")
+    body.append(to_html(tables["stopping"]))
     if tables["learning_check"].rows:
         body.append("<h2>Learning check</h2>")
         body.append(to_html(tables["learning_check"], lambda r: "" if r["learned"] == "yes" else "short"))

@@ -15,10 +15,18 @@ from pipeline.atomic import replacing, write_json
 from pipeline.config import Config, recipes, resolve, runs as study_runs
 from pipeline.energy.meter import EnergyMeter
 from pipeline.names import run_key
-from pipeline.report.comparison import effects_summary, effects_table, recipes_table, study_summary, variant_effects
+from pipeline.report.comparison import (
+    effects_summary,
+    effects_table,
+    recipes_table,
+    resolution,
+    stopping_table,
+    study_summary,
+    variant_effects,
+)
 from pipeline.report.effects import BETTER, NO_ESTIMATE, NOISE, WORSE
 from pipeline.report.figures import make_figures
-from pipeline.report.inputs import Variant, load_study
+from pipeline.report.inputs import Stopping, Variant, load_study
 from pipeline.report.ledger import KG_CO2E, KWH_CC, KWH_GA, OpenRun, load_runs, load_timeline, summarize_ledger
 from pipeline.report.page import render_html
 from pipeline.report.plotting import energy_text
@@ -62,13 +70,21 @@ def paper_scale(cfg: Config) -> tuple[bool, str]:
 
 
 def variants(cfg: Config) -> dict[str, Variant]:
-    """Each variant's run keys (`config.runs`), model family and recipe changes from base."""
+    """Each variant's run keys (`config.runs`), model family, recipe changes from base and, for base
+    and the rows whose declared change is the stopping rule, that rule."""
     keys: dict[str, list[str]] = {v: [] for v in cfg.variants}
     for variant, seed in study_runs(cfg):
         keys[variant].append(run_key(variant, seed))
     base = recipes.BASE in cfg.variants
-    return {v: Variant(tuple(keys[v]), resolve(cfg, v).model.arch,
-                       tuple(str(c) for c in recipes.changes(cfg, v)) if base else ()) for v in cfg.variants}
+    out = {}
+    for v in cfg.variants:
+        resolved = resolve(cfg, v)
+        t = resolved.train
+        rule = v == recipes.BASE or recipes.changes_stopping_rule(cfg, v)
+        out[v] = Variant(tuple(keys[v]), resolved.model.arch,
+                         tuple(str(c) for c in recipes.changes(cfg, v)) if base else (),
+                         Stopping(t.monitor, t.patience, t.max_epochs, t.can_stop_early()) if rule else None)
+    return out
 
 
 def run(cfg: Config) -> dict:
@@ -102,7 +118,9 @@ def _report(cfg: Config, run_id: str, meter: EnergyMeter) -> tuple[dict, dict, l
     runs = load_runs(cfg, study, OpenRun(run_id, meter.run_totals(), meter.methods))
     ledger = summarize_ledger(runs, cfg)
     effects = variant_effects(study)
+    res = resolution(study)
     tables = {"study": study_table(study), "effects": effects_table(study, effects), "recipes": recipes_table(study),
+              "stopping": stopping_table(study),
               "forecast": forecast_table(study), "test": testset_table(study), "ledger": ledger_table(ledger),
               "stages": stages_table(ledger), "training_split": training_split_table(study),
               "inference": inference_table(study),
@@ -117,9 +135,9 @@ def _report(cfg: Config, run_id: str, meter: EnergyMeter) -> tuple[dict, dict, l
         to_csv(runs_table_view(runs), tables_dir / "runs.csv")
         written += [tables_dir / "ledger.json", tables_dir / "runs.csv"]
         figures = make_figures(study, runs, load_timeline(cfg, runs), figures_dir, effects)
-        index.write_text(render_html(cfg, study, tables, figures, ledger, runs, effects))
+        index.write_text(render_html(cfg, study, tables, figures, ledger, runs, effects, res))
     learning = tables["learning_check"].rows
-    numbers = study_summary(study, effects, ledger, sum(r["learned"] == "yes" for r in learning))
+    numbers = study_summary(study, effects, ledger, sum(r["learned"] == "yes" for r in learning), res)
     write_json(SUMMARY, numbers)
 
     not_run = [v for v in study.variants if not study.ran(v)]
@@ -141,6 +159,7 @@ def _report(cfg: Config, run_id: str, meter: EnergyMeter) -> tuple[dict, dict, l
                      "not_current_kwh_green_algorithms": ledger["not_current"][KWH_GA]},
         "learning_check": {r["variant"]: r["min_margin"] for r in learning},
         "study": numbers,
+        "resolution": res,
         "notes": list(study.notes),
     }
     return summary, ledger, learning
@@ -158,6 +177,10 @@ def _print(summary: dict, ledger: dict, learning: list[dict]) -> None:
           f"variants run differ beyond seed noise ({e[BETTER]} better, {e[WORSE]} worse; {e[NOISE]} within it, "
           f"{e[NO_ESTIMATE]} no noise estimate); {e['sign_agrees']} of {e['sign_compared']} agree in sign with "
           "the paper")
+    r = summary["resolution"]
+    print(f"report: resolution: base's seed spread {r['base_valid_usdr_std_avg']:.2f} dB (validation uSDR avg), the "
+          f"smallest difference a variant of {r['variant_seeds']} seed(s) can be called by {r['smallest_call_db']:.2f} dB; "
+          f"base reached {r['oracle_share_base_avg_pct']:.0f} % of the oracle IRM's headroom over the mixture (test uSDR)")
     if learning:
         learned = [r["variant"] for r in learning if r["learned"] == "yes"]
         print(f"report: learning check (>= {LEARNING_MARGIN_DB:g} dB over silence and the mixture on every validation "

@@ -87,3 +87,17 @@ def test_paper_difference_sign_and_ratio():
     assert effects.sign_agrees(math.nan, 1.1) == "-" and effects.sign_agrees(0.4, math.nan) == "-"
     assert effects.ratio(large["kwh_codecarbon"], base["kwh_codecarbon"]) == pytest.approx(230 / 127)
     assert math.isnan(effects.ratio(1.0, 0.0)) and math.isnan(effects.ratio(None, 1.0))
+
+
+@pytest.mark.parametrize("runs", [1, 3])
+def test_the_smallest_call_is_the_half_width_of_a_variant_spread_like_base(runs):
+    base = [1.0, 1.5, 2.0]  # s = 0.5
+    smallest = effects.smallest_call(effects.summarize(base), runs)
+    if runs == 1:  # the prediction interval of one new run
+        assert smallest == pytest.approx(stats.t.ppf(0.975, 2) * 0.5 * math.sqrt(1 + 1 / 3))
+    else:  # Welch with both sides spread alike: df = 4
+        assert smallest == pytest.approx(stats.t.ppf(0.975, 4) * 0.5 * math.sqrt(2 / 3))
+    # a variant that far from base is just called: its interval touches 0
+    d = effects.difference([x + smallest + 1e-9 for x in base][:runs] if runs > 1 else [1.5 + smallest + 1e-9], base)
+    assert d.verdict == effects.BETTER and d.low == pytest.approx(0, abs=1e-6)
+    assert math.isnan(effects.smallest_call(effects.summarize([1.0]), 1))  # one run each: no interval

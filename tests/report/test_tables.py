@@ -10,10 +10,10 @@ import pytest
 from scipy import stats
 
 from pipeline.names import run_key
-from pipeline.report import effects, results
+from pipeline.report import comparison, effects, results
 from pipeline.report.comparison import OWN_RECIPE, effects_summary, effects_table, recipes_table, variant_effects
 from pipeline.report.figures import FIGURES, make_figures
-from pipeline.report.inputs import Study
+from pipeline.report.inputs import Stopping, Study
 from pipeline.report.ledger import TIMELINE_COLUMNS
 from pipeline.report.plotting import COLUMN_WIDTH_IN, DPI
 from pipeline.report.render import to_csv, to_latex, to_markdown
@@ -152,3 +152,31 @@ def test_the_test_table_names_the_data_its_rows_come_from():
     caption = results.testset_table(study).caption
     assert "MUSDB18-HQ's 50 test tracks" in caption  # the published rows
     assert "this study's variants (means over their seeds): the built-in synthetic songs, not MUSDB18-HQ" in caption
+
+
+def test_resolution_states_base_spread_the_smallest_call_and_the_oracle_share():
+    study = synthetic_study(["base", "large", "umx"])
+    res = comparison.resolution(study)
+    base = [study.train[r]["valid_usdr_vocals"] for r in study.runs["base"]]
+    assert res["base_valid_usdr_std_vocals"] == pytest.approx(stats.tstd(base))
+    assert res["smallest_call_db"] == pytest.approx(
+        effects.smallest_call(effects.summarize(study.values("base", "valid_usdr_avg")), 1))
+    mix, oracle = study.eval["mixture"]["usdr_avg"], study.eval["oracle_irm"]["usdr_avg"]
+    ours = sum(study.eval[r]["usdr_avg"] for r in study.runs["base"]) / len(study.runs["base"])
+    assert res["oracle_share_base_avg_pct"] == pytest.approx(100 * (ours - mix) / (oracle - mix))
+    best = max(study.variants, key=lambda v: study.mean(v, "usdr_avg", "eval"))
+    assert res["best_tested"] == best
+    text = comparison.resolution_text(study, res)
+    assert f"{res['smallest_call_db']:.2f} dB" in text and "not predictions" in text
+
+
+def test_the_stopping_table_says_whether_each_rule_can_act():
+    study = synthetic_study(["base", "monitor_loss", "large_patience30"])
+    study.stopping = {"base": Stopping("usdr", 4, 4, False), "monitor_loss": Stopping("loss", 4, 4, False),
+                      "large_patience30": Stopping("usdr", 1, 4, True)}
+    study.train[study.runs["large_patience30"][0]]["epochs"] = 2
+    table = comparison.stopping_table(study)
+    rows = {r["variant"]: r for r in table.rows}
+    assert [rows[v]["can_act"] for v in study.stopping] == ["no", "no", "yes"]
+    assert rows["large_patience30"]["stopped"] == "1 of 1" and rows["base"]["stopped"] == "0 of 3"
+    assert "trains all 4 epochs" in table.caption
