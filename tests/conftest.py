@@ -21,11 +21,13 @@ SMALL_DATA = {"synthetic": {"train_songs": 4, "valid_songs": 2, "test_songs": 2,
 
 
 def write_params(folder: Path, overrides: dict | None = None) -> Path:
-    """params.yaml of the repository, deep-merged with `overrides`, written into `folder`."""
+    """params.yaml of the repository on every target (the pilot's trains vocals alone), deep-merged
+    with `overrides`, written into `folder`."""
     from pipeline.config import merge
+    from pipeline.names import TARGETS
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params = merge(params, {"data": SMALL_DATA, **(overrides or {})})
+    params = merge(params, {"data": SMALL_DATA, "targets": list(TARGETS), **(overrides or {})})
     path = folder / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path

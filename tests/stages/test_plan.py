@@ -13,7 +13,7 @@ PAPER = ROOT / "configs" / "paper.yaml"
 
 
 def test_separator_specs_per_target_and_joint():
-    cfg = config.load(ROOT / "params.yaml")
+    cfg = config.load(PAPER)
     specs = separator_specs(config.resolve(cfg, "base"))
     assert [s["targets"] for s in specs] == [["vocals"], ["bass"], ["drums"], ["other"]]
     assert specs[0]["stft"] == {"n_fft": cfg.stft.n_fft, "hop": cfg.stft.hop}
