@@ -150,7 +150,9 @@ def test_band_mlp_backward_matches_autograd():
 
 
 def _variant_specs() -> list[tuple[str, dict]]:
-    cfg = config.load("params.yaml")
+    """Every distinct model of the default study's variants, on every target (each has its bands)."""
+    pilot = config.load("params.yaml")
+    cfg = config.build(config.merge(pilot.as_dict(), {"targets": list(TARGETS)}), pilot.params_file)
     seen, out = set(), []
     for name in cfg.variants:
         for spec in separator_specs(config.resolve(cfg, name)):
