@@ -20,6 +20,18 @@ def run_key(variant: str, seed: int) -> str:
     return f"{variant}-seed{seed}"
 
 
+def stage_name(kind: str, key: str = "") -> str:
+    """A DVC stage's name: `kind@key` for a stage of a `foreach` (`train@base-seed42`), `kind` alone
+    for a single one (`prepare`)."""
+    return f"{kind}@{key}" if key else kind
+
+
+def stage_parts(stage: str) -> tuple[str, str]:
+    """`stage_name` read back: `train@base-seed42` -> ("train", "base-seed42"), `prepare` -> ("prepare", "")."""
+    kind, _, key = stage.partition("@")
+    return kind, key
+
+
 # Rows of metrics/eval that no variant produces, computed once per study: the mixture as every
 # target's estimate (a lower bound) and the oracle ideal ratio mask (an upper bound).
 REFERENCE_ROWS = ("mixture", "oracle_irm")

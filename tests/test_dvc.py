@@ -16,7 +16,7 @@ from pipeline.cli import STAGES
 from pipeline import config
 from pipeline.config import study_file
 from pipeline.config.schema import RECIPE_SECTIONS, Config
-from pipeline.names import run_key
+from pipeline.names import run_key, stage_name, stage_parts
 from pipeline.training.resume import RESULT_SECTIONS
 from tests.conftest import REPO
 
@@ -152,3 +152,15 @@ def test_the_section_scan_sees_reads_in_helpers():
     # the sampler reads the seed and the recipe: a helper's read counts for the stage that imports it
     assert {"seed", "train", "runtime"} <= _sections_read("pipeline.data.sampler")
     assert Path(sources.module_file("pipeline.data.sampler")).is_file()
+
+
+def test_stage_names_are_dvc_s_own():
+    # DVC names a foreach stage `kind@key`: the names MLflow's tags and `dvc commit` use are DVC's
+    cfg = config.load(REPO / "params.yaml")
+    foreach = {kind for kind, stage in DVC.items() if "foreach" in stage}
+    assert foreach == {"train", "evaluate"}
+    for variant, seed in config.runs(cfg):
+        for kind in foreach:
+            name = stage_name(kind, run_key(variant, seed))
+            assert name == f"{kind}@{variant}-seed{seed}" and stage_parts(name) == (kind, run_key(variant, seed))
+    assert all(stage_parts(stage_name(kind)) == (kind, "") for kind in DVC if kind not in foreach)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import submitit
 
-from pipeline.names import run_key
+from pipeline.names import run_key, stage_name
 
 
 class JobFailed(RuntimeError):
@@ -47,7 +47,7 @@ class RunJob(submitit.helpers.Checkpointable):
             "train": [*sepcost, "train", *which],
             "evaluate": [*sepcost, "evaluate", *which],
             "dvc commit": [sys.executable, "-m", "dvc", "--wait-for-lock", "commit", "--force", "--quiet",
-                           f"train@{self.run}", f"evaluate@{self.run}"],
+                           stage_name("train", self.run), stage_name("evaluate", self.run)],
         }
 
     def __call__(self) -> str:

@@ -34,6 +34,7 @@ from pipeline.names import (
     REFERENCE_ROWS,
     RUN,
     kwh_key,
+    stage_parts,
 )
 from pipeline.report.inputs import Study, fsum, num
 from pipeline.tracking import store
@@ -211,7 +212,7 @@ def stage_split(runs) -> dict[str, dict]:
     for `evaluate` too."""
     out: dict[str, dict] = {}
     for r in runs.to_dict("records"):
-        kind = stage_kind(str(r["stage"]))
+        kind = ledger_kind(str(r["stage"]))
         parts: dict[str, dict[str, float]] = {}
         for part_kind, part in ((kind, "own_"), (kind if kind in ("evaluate", "bounds") else "evaluate", "eval_")):
             spent = {k: num(r.get(f"{part}{kwh_column(k)}")) for k in METHODS}
@@ -267,9 +268,10 @@ def _count_open_run(table, run: OpenRun) -> None:
     table.loc[at, "methods"] = _methods({f"energy.method.{k}": v for k, v in run.methods.items()}, [""])
 
 
-def stage_kind(stage: str) -> str:
-    """train, evaluate, bounds (the reference rows' evaluate), prepare, sad, forecast, report, ..."""
-    kind, _, key = stage.partition("@")
+def ledger_kind(stage: str) -> str:
+    """A stage's row of the ledger: its kind (train, evaluate, prepare, sad, forecast, report, ...),
+    or bounds for the reference rows' evaluate."""
+    kind, key = stage_parts(stage)
     return "bounds" if kind == "evaluate" and key in REFERENCE_ROWS else kind
 
 
@@ -300,7 +302,7 @@ def _category(run: dict, current_ids: dict, latest: set[str]) -> str:
         return "killed"
     if status != "FINISHED":
         return "lost" if time.time() - float(run.get("heartbeat", 0)) > LOST_AFTER_S else "unfinished"
-    kind = str(run.get("stage", "")).split("@", 1)[0]
+    kind = stage_parts(str(run.get("stage", "")))[0]
     return "superseded" if kind in RESULT_STAGES else "other"
 
 

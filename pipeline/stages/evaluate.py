@@ -30,7 +30,7 @@ from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
 from pipeline.evaluation.metrics import aggregate, museval_json, protocol, score_track, usdr
 from pipeline.inference.separate import estimate
 from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
-from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, TARGETS, kwh_key, score_key
+from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, TARGETS, kwh_key, score_key, stage_name
 from pipeline.precision import require
 from pipeline.runtime import gpu_ordinals, pick_device, side_by_side
 
@@ -67,7 +67,7 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     train_metrics = paths.train_metrics(cfg.run)
     run_id = json.loads(train_metrics.read_text()).get("mlflow_run_id") if train_metrics.exists() else None
     causal = is_causal(models)
-    result = _tracked(cfg, cfg.run, f"evaluate@{cfg.run}", run_id, manifest, device, lambda track_dir: {
+    result = _tracked(cfg, cfg.run, stage_name("evaluate", cfg.run), run_id, manifest, device, lambda track_dir: {
         **_score_all(cfg, cfg.run, manifest, separate, device, track_dir),
         **(_streaming(cfg, models, manifest) if causal else {})})
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
@@ -109,7 +109,7 @@ def run_bounds(study: Config) -> dict:
     given = {"mixture": study.targets, "oracle_irm": TARGETS}
     results, cpu = {}, torch.device("cpu")  # the reference rows need no model: they run on the CPU
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, f"evaluate@{name}", None, manifest, cpu, lambda track_dir, name=name:
+        results[name] = _tracked(study, name, stage_name("evaluate", name), None, manifest, cpu, lambda track_dir, name=name:
                                  _score_all(study, name, manifest, estimators[name], cpu, track_dir, given[name]))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")

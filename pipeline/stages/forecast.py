@@ -13,7 +13,7 @@ from pipeline.config import Config, resolve
 from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import training_store
 from pipeline.energy.codecarbon_adapter import carbon_intensity
-from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, PEAK_MEMORY
+from pipeline.names import CO2, DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, PEAK_MEMORY, stage_name
 from pipeline.runtime import gpu_ordinals, pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast, recipe
@@ -36,7 +36,7 @@ def run(study: Config, variant: str, steps: int, seed: int | None = None) -> dic
         print(f"forecast: {cfg.run}: an epoch has {steps_per_epoch} steps; measuring {measured}")
 
     # what the forecast cost
-    with tracking.metered(cfg, f"forecast@{cfg.run}", out, gpus=gpu_ordinals(device)) as (mlrun, meter), \
+    with tracking.metered(cfg, stage_name("forecast", cfg.run), out, gpus=gpu_ordinals(device)) as (mlrun, meter), \
             training_store(cfg, manifest) as store:
         slots = [make_slot(cfg, spec, manifest, store, device, i) for i, spec in enumerate(separator_specs(cfg))]
         valid = load_validation_tracks(cfg, manifest)

@@ -31,7 +31,7 @@ from pipeline.energy.hardware import visible_gpus
 from pipeline.errors import UserError
 from pipeline.jobs.executors import CLUSTERS, dry_run_script, gpu_slots, make_executor
 from pipeline.jobs.job import RunJob
-from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, PEAK_MEMORY, RUN, run_key
+from pipeline.names import DURATION, EPOCH, FORECAST, KWH_CODECARBON, PEAK_MEMORY, RUN, run_key, stage_name
 from pipeline.runtime import cores
 from pipeline.tracking.provenance import dvc_lock_entries
 
@@ -242,7 +242,7 @@ def status(cfg: Config) -> list[dict]:
         state, error = _job_state(record, job)
         row = {"run": job["run"], "job_id": job["job_id"], "state": state, "epoch": "", "eta_min": "", "kwh": "",
                "error": error}
-        found = client.search_runs([study], f"tags.`dvc.stage` = 'train@{job['run']}'",
+        found = client.search_runs([study], f"tags.`dvc.stage` = '{stage_name('train', job['run'])}'",
                                    order_by=["attributes.start_time DESC"], max_results=1) if study else []
         if found:
             m = found[0].data.metrics

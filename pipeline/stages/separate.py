@@ -11,6 +11,7 @@ from pipeline.config import Config, resolve
 from pipeline.energy.meter import energy_line
 from pipeline.errors import UserError
 from pipeline.inference.files import separate_files
+from pipeline.names import stage_name
 from pipeline.precision import require
 from pipeline.runtime import gpu_ordinals, pick_device
 
@@ -21,8 +22,8 @@ def run(study: Config, variant: str, audio: list[str], out: str, seed: int | Non
     require(cfg.params_file, "eval.precision", cfg.eval.precision, device)
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro train@{cfg.run}` first")
-    stage = f"separate@{cfg.run}"
+        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro {stage_name('train', cfg.run)}` first")
+    stage = stage_name("separate", cfg.run)
     with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}",
                           gpus=gpu_ordinals(device)) as (mlrun, meter):
         written = separate_files(audio, checkpoint, out, cfg.eval, device)

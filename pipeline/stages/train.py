@@ -32,7 +32,15 @@ from pipeline.data.manifest import load_manifest
 from pipeline.data.sampler import training_store
 from pipeline.energy.meter import EnergyMeter
 from pipeline.errors import Terminated, UserError
-from pipeline.names import ENERGY_KEYS, KWH_CODECARBON, KWH_GREEN_ALGORITHMS, LR_EFFECTIVE, PARAMS_M, TIME_SHARE
+from pipeline.names import (
+    ENERGY_KEYS,
+    KWH_CODECARBON,
+    KWH_GREEN_ALGORITHMS,
+    LR_EFFECTIVE,
+    PARAMS_M,
+    TIME_SHARE,
+    stage_name,
+)
 from pipeline.runtime import gpu_ordinals, pick_device
 from pipeline.specs import separator_specs
 from pipeline.training import forecast, recipe
@@ -91,14 +99,14 @@ def _metered(cfg: Config, world: World, device: torch.device, out: Path, spent: 
     root = os.getppid() if world.distributed else None
     gpus = gpu_ordinals(device, per_node=world.local_size)
     if world.main:
-        with tracking.metered(cfg, f"train@{cfg.run}", out, previous=spent, process_root=root,
+        with tracking.metered(cfg, stage_name("train", cfg.run), out, previous=spent, process_root=root,
                               ranks=world.size, gpus=gpus) as (mlrun, meter):
             meter.methods.update(world_size=world.size, nodes=world.nodes,
                                  ranks=("one meter per node: its CPU and RAM once, the GPUs of its ranks"
                                         if world.distributed else "one process"))
             yield mlrun, meter
     elif world.node_leader:
-        with EnergyMeter(cfg.energy, out_dir=out / f"rank{world.rank}", project_name=f"train@{cfg.run}",
+        with EnergyMeter(cfg.energy, out_dir=out / f"rank{world.rank}", project_name=stage_name("train", cfg.run),
                          process_root=root, gpus=gpus) as meter:
             yield None, meter
     else:

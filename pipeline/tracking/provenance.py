@@ -19,6 +19,7 @@ import yaml
 from pipeline import paths
 from pipeline.config.schema import Config
 from pipeline.energy.hardware import detect_hardware
+from pipeline.names import stage_name, stage_parts
 from pipeline.tracking.store import mlflow_key
 
 PACKAGES = ("torch", "mlflow", "codecarbon", "dvc", "musdb", "museval", "numpy")
@@ -111,16 +112,16 @@ def package_versions() -> dict[str, str]:
 
 def stage_kind(stage: str) -> str:
     """`train` of `train@base`: the kind of stage, as MLflow tag names use it."""
-    return mlflow_key(stage.split("@", 1)[0])
+    return mlflow_key(stage_parts(stage)[0])
 
 
 def _upstream(stage: str) -> dict[str, str]:
     """The DVC stages whose outputs a stage's result is built from, by role."""
-    kind, _, variant = stage.partition("@")
+    kind, run = stage_parts(stage)
     if kind in ("train", "forecast"):
         return {"prepare": "prepare", "sad": "sad"}
     if kind == "evaluate":
-        return {"prepare": "prepare", "train": f"train@{variant}"}
+        return {"prepare": "prepare", "train": stage_name("train", run)}
     return {}
 
 
