@@ -137,7 +137,7 @@ def stopping_table(study: Study) -> Table:
                      "best_epoch": study.mean(v, "best_epoch")})
     caption = ("The stopping rule of base and of each row whose declared change it is (the paper's monitor_loss, "
                "patience and Open-Unmix rows): a rule can end a training before its last epoch when patience + 1 < "
-               "epochs, each target's model after `patience` epochs without a better validation figure; every model "
+               "epochs, each target's model stopping after patience epochs without a better validation figure; every model "
                "keeps the weights of its best epoch.")
     base = study.stopping.get(study.base)
     if base and not base.can_act:
