@@ -132,13 +132,14 @@ def stopping_table(study: Study) -> Table:
     for v, rule in study.stopping.items():
         epochs = study.values(v, "epochs")
         rows.append({"variant": v, "monitor": f"validation {'uSDR' if rule.monitor == 'usdr' else 'loss'}",
-                     "patience": rule.patience, "max_epochs": rule.max_epochs, "can_act": "yes" if rule.can_act else "no",
+                     "patience": rule.patience, "max_epochs": rule.max_epochs,
+                     "can_act": "yes" if rule.can_act else "no",
                      "stopped": f"{sum(e < rule.max_epochs for e in epochs)} of {len(epochs)}" if epochs else NOT_RUN,
                      "best_epoch": study.mean(v, "best_epoch")})
     caption = ("The stopping rule of base and of each row whose declared change it is (the paper's monitor_loss, "
                "patience and Open-Unmix rows): a rule can end a training before its last epoch when patience + 1 < "
-               "epochs, each target's model stopping after patience epochs without a better validation figure; every model "
-               "keeps the weights of its best epoch.")
+               "epochs, each target's model stopping after patience epochs without a better validation figure; "
+               "every model keeps the weights of its best epoch.")
     base = study.stopping.get(study.base)
     if base and not base.can_act:
         caption += (f" Base's rule cannot act at this size, so every other row trains all {base.max_epochs} epochs: "

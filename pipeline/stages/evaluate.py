@@ -109,7 +109,8 @@ def run_bounds(study: Config) -> dict:
     given = {"mixture": study.targets, "oracle_irm": TARGETS}
     results, cpu = {}, torch.device("cpu")  # the reference rows need no model: they run on the CPU
     for name in REFERENCE_ROWS:
-        results[name] = _tracked(study, name, stage_name("evaluate", name), None, manifest, cpu, lambda track_dir, name=name:
+        stage = stage_name("evaluate", name)
+        results[name] = _tracked(study, name, stage, None, manifest, cpu, lambda track_dir, name=name:
                                  _score_all(study, name, manifest, estimators[name], cpu, track_dir, given[name]))
         scores = results[name]
         print(f"evaluate: {name}: test uSDR {scores['usdr_avg']:.2f} dB, cSDR {scores['csdr_avg']:.2f} dB")

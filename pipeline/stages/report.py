@@ -178,9 +178,10 @@ def _print(summary: dict, ledger: dict, learning: list[dict]) -> None:
           f"{e[NO_ESTIMATE]} no noise estimate); {e['sign_agrees']} of {e['sign_compared']} agree in sign with "
           "the paper")
     r = summary["resolution"]
-    print(f"report: resolution: base's seed spread {r['base_valid_usdr_std_avg']:.2f} dB (validation uSDR avg), the "
-          f"smallest difference a variant of {r['variant_seeds']} seed(s) can be called by {r['smallest_call_db']:.2f} dB; "
-          f"base reached {r['oracle_share_base_avg_pct']:.0f} % of the oracle IRM's headroom over the mixture (test uSDR)")
+    print(f"report: resolution: base's seed spread {r['base_valid_usdr_std_avg']:.2f} dB (validation uSDR avg), "
+          f"the smallest difference a variant of {r['variant_seeds']} seed(s) can be called by "
+          f"{r['smallest_call_db']:.2f} dB; base reached {r['oracle_share_base_avg_pct']:.0f} % of the oracle IRM's "
+          "headroom over the mixture (test uSDR)")
     if learning:
         learned = [r["variant"] for r in learning if r["learned"] == "yes"]
         print(f"report: learning check (>= {LEARNING_MARGIN_DB:g} dB over silence and the mixture on every validation "

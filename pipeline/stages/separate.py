@@ -22,7 +22,8 @@ def run(study: Config, variant: str, audio: list[str], out: str, seed: int | Non
     require(cfg.params_file, "eval.precision", cfg.eval.precision, device)
     checkpoint = paths.model_dir(cfg.run) / "best.pt"
     if not checkpoint.exists():
-        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; run `dvc repro {stage_name('train', cfg.run)}` first")
+        raise UserError(f"{checkpoint}: no trained model for variant '{variant}'; "
+                        f"run `dvc repro {stage_name('train', cfg.run)}` first")
     stage = stage_name("separate", cfg.run)
     with tracking.metered(cfg, stage, paths.energy_dir("separate"), run_name=f"separate-{cfg.run}",
                           gpus=gpu_ordinals(device)) as (mlrun, meter):
