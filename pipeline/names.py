@@ -85,6 +85,32 @@ EVAL = "eval_"  # the evaluation's meter, logged into the training's run
 EPOCH = "epoch_"  # one training epoch
 FORECAST = "forecast_"  # a training's forecast of its own cost, made after its first epoch
 SAMPLE = "sample_"  # the running energy of an execution, every measure_power_s, as metric histories
+
+
+def forecast_error_key(figure: str) -> str:
+    """How far a training's forecast of `figure` was off what it measured: `forecast_error_duration_s_pct`."""
+    return f"{FORECAST}error_{figure}_pct"
+
+
+def forecast_within_key(figure: str) -> str:
+    """1.0 when what a training measured of `figure` fell within its forecast range, else 0.0."""
+    return f"{FORECAST}within_range_{figure}"
+
+
+# What separating costs, from an evaluation: thread-seconds per second of test audio and the kWh of
+# separating a minute of audio (`separation_energy_kwh_codecarbon_per_min`); and the streaming
+# mode's figures (`streaming_latency_ms`, `streaming_usdr_vocals`, ...).
+SEPARATION = "separation_"
+SEPARATION_RTF = "separation_rtf"
+STREAMING = "streaming_"
+STREAMING_LATENCY_MS = "streaming_latency_ms"
+STREAMING_RTF_MAX = "streaming_rtf_max"
+
+
+def separation_kwh_key(method: str) -> str:
+    return f"{SEPARATION}{kwh_key(method)}_per_min"
+
+
 # The MLflow tag listing (JSON) the meter prefixes a run logged energy under, for the ledger.
 ENERGY_PREFIXES_TAG = "energy.prefixes"
 # An open run's tag, rewritten every HEARTBEAT_S seconds (unix seconds): a run left RUNNING without a

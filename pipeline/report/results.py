@@ -21,7 +21,14 @@ from pipeline.names import (
     METHODS,
     PARAMS_M,
     REFERENCE_ROWS,
+    SEPARATION_RTF,
+    STREAMING,
+    STREAMING_LATENCY_MS,
+    STREAMING_RTF_MAX,
     TIME_SHARE,
+    forecast_error_key,
+    forecast_within_key,
+    separation_kwh_key,
     kwh_key,
     score_key,
 )
@@ -258,8 +265,8 @@ def forecast_table(study: Study) -> Table:
             for short, key, *_ in _FORECAST_FIGURES:
                 row.update({f"{short}_min": num(m.get(f"{FORECAST}min_{key}")),
                             f"{short}_max": num(m.get(FORECAST + key)), f"{short}_measured": num(m.get(key)),
-                            f"{short}_error_pct": num(m.get(f"{FORECAST}error_{key}_pct")),
-                            f"{short}_within": _yes_no(m.get(f"{FORECAST}within_range_{key}"))})
+                            f"{short}_error_pct": num(m.get(forecast_error_key(key))),
+                            f"{short}_within": _yes_no(m.get(forecast_within_key(key)))})
             rows.append(row)
     caption = ("Each run's forecast, made by its training after the first epoch: one epoch's cost times the shortest "
                "schedule early stopping allows (min) and the full schedule (max), against what the run measured; "
@@ -341,13 +348,13 @@ def inference_table(study: Study) -> Table:
             continue
         ids = sorted({protocol_id(r.get("protocol")) for r in runs})
         rows.append({"variant": v, "test_usdr_avg": study.mean(v, score_key("usdr"), EVALUATION),
-                     "rtf": study.mean(v, "separation_rtf", EVALUATION),
-                     "cc_per_min": study.mean(v, f"separation_{KWH_CODECARBON}_per_min", EVALUATION),
-                     "ga_per_min": study.mean(v, f"separation_{KWH_GREEN_ALGORITHMS}_per_min", EVALUATION),
+                     "rtf": study.mean(v, SEPARATION_RTF, EVALUATION),
+                     "cc_per_min": study.mean(v, separation_kwh_key("codecarbon"), EVALUATION),
+                     "ga_per_min": study.mean(v, separation_kwh_key("green_algorithms"), EVALUATION),
                      "protocol": ", ".join(ids),
-                     "stream_latency_ms": study.mean(v, "streaming_latency_ms", EVALUATION),
-                     "stream_rtf_max": study.mean(v, "streaming_rtf_max", EVALUATION),
-                     "stream_usdr_avg": study.mean(v, f"streaming_{score_key('usdr')}", EVALUATION)})
+                     "stream_latency_ms": study.mean(v, STREAMING_LATENCY_MS, EVALUATION),
+                     "stream_rtf_max": study.mean(v, STREAMING_RTF_MAX, EVALUATION),
+                     "stream_usdr_avg": study.mean(v, STREAMING + score_key("usdr"), EVALUATION)})
     if not any(finite(r["stream_latency_ms"]) for r in rows):
         cols = [c for c in cols if c.group != "Streaming"]
     caption = ("The cost of separating: real-time factor (thread-seconds of separation per second of audio, each "

@@ -30,14 +30,29 @@ from pipeline.evaluation.bounds import mixture_estimates, oracle_irm
 from pipeline.evaluation.metrics import aggregate, museval_json, protocol, score_track, usdr
 from pipeline.inference.separate import estimate
 from pipeline.inference.streaming import is_causal, latency_samples, separate_streaming
-from pipeline.names import EVAL, EXECUTION_KEYS, METHODS, REFERENCE_ROWS, TARGETS, kwh_key, score_key, stage_name
+from pipeline.names import (
+    EVAL,
+    EXECUTION_KEYS,
+    METHODS,
+    REFERENCE_ROWS,
+    SEPARATION,
+    SEPARATION_RTF,
+    STREAMING,
+    STREAMING_LATENCY_MS,
+    STREAMING_RTF_MAX,
+    TARGETS,
+    kwh_key,
+    score_key,
+    separation_kwh_key,
+    stage_name,
+)
 from pipeline.precision import require
 from pipeline.runtime import gpu_ordinals, pick_device, side_by_side
 
 
 # What an evaluation copies into its training's run, for the runs table: the test scores, the
 # streaming mode's, and the cost of separating.
-TEST_SCORES = ("usdr_", "csdr_", "streaming_", "separation_")
+TEST_SCORES = ("usdr_", "csdr_", STREAMING, SEPARATION)
 # The peak memory of scoring one track on the CPU, by BSSEval backend: a fixed part and bytes per
 # sample of each channel. benchmarks/eval_memory.py measured a track's whole work on a 4-minute
 # stereo track of four targets with the torch backend: at most 1235 MiB (61 bytes a
@@ -73,8 +88,9 @@ def run(study: Config, variant: str, seed: int | None = None) -> dict:
     print(f"evaluate: {cfg.run}: test uSDR {result['usdr_avg']:.2f} dB, cSDR {result['csdr_avg']:.2f} dB "
           f"over {result['tracks']} tracks")
     if causal:
-        print(f"evaluate: {cfg.run}: streaming, {result['streaming_latency_ms']:.0f} ms latency: uSDR "
-              f"{result['streaming_usdr_avg']:.2f} dB, real-time factor {result['streaming_rtf_max']:.3f} at worst")
+        print(f"evaluate: {cfg.run}: streaming, {result[STREAMING_LATENCY_MS]:.0f} ms latency: uSDR "
+              f"{result[STREAMING + score_key('usdr')]:.2f} dB, real-time factor {result[STREAMING_RTF_MAX]:.3f} "
+              "at worst")
     return result
 
 
@@ -90,11 +106,11 @@ def _streaming(cfg: Config, models: list, manifest: Manifest) -> dict:
         times += seconds
     chunk_s = frames * hop / manifest.sample_rate
     scores = np.mean(list(per_track.values()), axis=0)
-    return {"streaming_frames": frames,
-            "streaming_latency_ms": 1000 * latency_samples(models[0], frames) / manifest.sample_rate,
-            "streaming_rtf_mean": float(np.mean(times)) / chunk_s, "streaming_rtf_max": float(np.max(times)) / chunk_s,
-            **{f"streaming_{score_key('usdr', t)}": float(v) for t, v in zip(cfg.targets, scores)},
-            f"streaming_{score_key('usdr')}": float(np.mean(scores))}
+    return {f"{STREAMING}frames": frames,
+            STREAMING_LATENCY_MS: 1000 * latency_samples(models[0], frames) / manifest.sample_rate,
+            f"{STREAMING}rtf_mean": float(np.mean(times)) / chunk_s, STREAMING_RTF_MAX: float(np.max(times)) / chunk_s,
+            **{STREAMING + score_key("usdr", t): float(v) for t, v in zip(cfg.targets, scores)},
+            STREAMING + score_key("usdr"): float(np.mean(scores))}
 
 
 def run_bounds(study: Config) -> dict:
@@ -163,7 +179,7 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
             "protocol": protocol(cfg.eval, cfg.eval.bsseval, manifest.source, manifest.digest, len(tracks)),
             # the cost of separating: thread-seconds per second of audio (each track on one thread)
             "audio_s": audio_s, "separation_s": separation_s, "scoring_s": scoring_s,
-            "separation_rtf": separation_s / audio_s}
+            SEPARATION_RTF: separation_s / audio_s}
 
 
 def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manifest: Manifest,
@@ -185,7 +201,7 @@ def _tracked(cfg: Config, name: str, stage: str, training_run: str | None, manif
             result.update({f"{EVAL}{k}": totals[k] for k in EXECUTION_KEYS})
             # the evaluation's energy in the separation's share of its thread time, per minute of audio
             share = result["separation_s"] / max(result["separation_s"] + result["scoring_s"], 1e-9)
-            result.update({f"separation_{kwh_key(m)}_per_min": totals[kwh_key(m)] * share / (result["audio_s"] / 60)
+            result.update({separation_kwh_key(m): totals[kwh_key(m)] * share / (result["audio_s"] / 60)
                            for m in METHODS})
             result["mlflow_run_id"] = mlrun.run_id
             mlrun.log_metrics({k: v for k, v in result.items() if isinstance(v, (int, float))})

@@ -9,7 +9,14 @@ validation), and nothing else runs on the machine. Imports `pipeline.names` and 
 from __future__ import annotations
 
 from pipeline.config.schema import TrainConfig
-from pipeline.names import DURATION, FORECAST, KWH_CODECARBON, KWH_GREEN_ALGORITHMS
+from pipeline.names import (
+    DURATION,
+    FORECAST,
+    KWH_CODECARBON,
+    KWH_GREEN_ALGORITHMS,
+    forecast_error_key,
+    forecast_within_key,
+)
 FIGURES = (DURATION, KWH_CODECARBON, KWH_GREEN_ALGORITHMS)  # what is forecast
 ASSUMPTIONS = ("every epoch costs what the measured one did (the same steps and validation pass), "
                "on an otherwise idle machine; early stopping may end the training after patience + 1 epochs")
@@ -37,7 +44,7 @@ def errors(per_epoch: dict[str, float], epochs: int, measured: dict[str, float],
     out = {}
     for key in FIGURES:
         if measured[key] > 0:
-            out[f"{FORECAST}error_{key}_pct"] = 100.0 * (epochs * per_epoch[key] - measured[key]) / measured[key]
+            out[forecast_error_key(key)] = 100.0 * (epochs * per_epoch[key] - measured[key]) / measured[key]
         low, high = predicted[f"{FORECAST}min_{key}"], predicted[f"{FORECAST}{key}"]
-        out[f"{FORECAST}within_range_{key}"] = float(0.9 * low <= measured[key] <= 1.1 * high)
+        out[forecast_within_key(key)] = float(0.9 * low <= measured[key] <= 1.1 * high)
     return out
