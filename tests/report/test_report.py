@@ -23,8 +23,8 @@ from pipeline.report.plotting import COLUMN_WIDTH_IN, DPI, pareto_front
 from pipeline.stages import report
 from tests.conftest import BASE, REPO, error_line, write_params
 from tests.report.helpers import (BASE_KWH_SCALES, BASE_SEEDS, BASE_SHIFTS, FIRST_SEED, TARGETS, copy_reference,
-                                  eval_metrics, mlflow_run, read_csv, rows_by, train_metrics, write_history,
-                                  write_json)
+                                  eval_metrics, mlflow_run, published_rows, read_csv, rows_by, train_metrics,
+                                  write_history, write_json)
 
 EXPERIMENT = "report-test"
 EVALUATED = ("base", "large", "optimized_tac", "umx")
@@ -476,3 +476,15 @@ def test_captions_flag_test_scores_computed_with_different_protocols():
                                                                             "b": {"protocol": same}}))
     note = protocol_note(SimpleNamespace(eval={"a": {"protocol": same}, "b": {"protocol": other}}))
     assert "2 different evaluation protocols" in note and protocol_id(other) in note
+
+
+def test_published_averages_are_over_the_study_s_targets(tmp_path, monkeypatch):
+    from pipeline import reference
+
+    monkeypatch.chdir(tmp_path)
+    copy_reference(tmp_path)
+    every, _ = reference.validation(config.load(write_params(tmp_path)))
+    vocals, _ = reference.validation(config.load(write_params(tmp_path, {"targets": ["vocals"]})))
+    published = published_rows()
+    assert every["large"]["avg_usdr"] == published["large"]["avg_usdr"]  # the paper's own column
+    assert vocals["large"]["avg_usdr"] == published["large"]["vocals_usdr"]
