@@ -149,13 +149,14 @@ def _score_all(cfg: Config, name: str, manifest: Manifest, estimate_fn, device: 
     study's targets, which are scored, and which `sources` must include) and estimates each one."""
     sources = sources or cfg.targets
     scored = [sources.index(t) for t in cfg.targets]
-    pick = (lambda x: x) if scored == list(range(len(sources))) else (lambda x: x[scored])  # noqa: E731
 
     def score(track) -> tuple[dict, float, float]:
         stems = load_stems(manifest, track, ("mixture", *sources))
         given = np.stack([stems.pop(s) for s in sources])  # the stems go: one copy held
         started = time.perf_counter()
-        estimates, references = pick(estimate_fn(stems["mixture"], given)), pick(given)
+        estimates, references = estimate_fn(stems["mixture"], given), given
+        if len(sources) > len(scored):  # only the scored ones kept (a copy of those alone)
+            estimates, references = estimates[scored], references[scored]
         separated = time.perf_counter()
         summary, frames = score_track(references, estimates, cfg.targets, manifest.sample_rate,
                                       backend=cfg.eval.bsseval, device=device)
